@@ -1,0 +1,172 @@
+"""The `hasten` command: parses, calls the stages, prints. Results on stdout, logs on stderr."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from hasten.core import HastenError
+from hasten.core.console import stderr_console, stdout_console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="hasten: measure, accelerate, compress, batch and serve AI inference.")
+log = logging.getLogger("hasten")
+# Text models are benchmarked at a fixed token length unless --seq-len says otherwise, so that
+# every batch size sees the same per-example work (real sentences vary from 3 to 80 tokens).
+DEFAULT_TEXT_SEQ_LEN = 128
+
+
+@app.callback()
+def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr.")) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=stderr_console(), show_path=False)], force=True)
+
+
+def _split_ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise HastenError(f"{what} must be comma-separated integers, got '{text}'", hint="e.g. 1,8,32") from None
+    if not values or min(values) < 1:
+        raise HastenError(f"{what} must be positive integers, got '{text}'", hint="e.g. 1,8,32")
+    return values
+
+
+@app.command()
+def backends() -> None:
+    """List the backends hasten knows and whether each can run on this machine."""
+    from rich.table import Table
+
+    from hasten.runtime import available_backends, usable_cores
+
+    table = Table(title=f"Backends on this machine ({usable_cores()} usable cores)")
+    for col in ("backend", "available", "runs", "note"):
+        table.add_column(col)
+    for st in available_backends(include_unavailable=True):
+        runs = "models from PyTorch" if st.needs_torch_model else "any ONNX model"
+        table.add_row(st.name, "[green]yes[/]" if st.available else "[red]no[/]", runs, st.reason or st.description)
+    stdout_console().print(table)
+
+
+@app.command()
+def info(model: str = typer.Argument(..., help="Path to an .onnx file, a sentence-transformers folder, or a built-in example (minilm, digits-cnn).")) -> None:
+    """Show a model's inputs and outputs."""
+    from rich.table import Table
+
+    m = _load(model)
+    table = Table(title=f"{m.name} ({m.info.source})")
+    for col in ("", "name", "dtype", "shape"):
+        table.add_column(col)
+    for kind, specs in (("input", m.inputs), ("output", m.outputs)):
+        for s in specs:
+            table.add_row(kind, s.name, s.dtype, s.shape_text())
+    stdout_console().print(table)
+    stdout_console().print(f"file: {m.path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def bench(
+    model: str = typer.Argument(..., help="Path to an .onnx file, a sentence-transformers folder, or a built-in example (minilm, digits-cnn)."),
+    backend: str = typer.Option("ort-cpu", "--backend", "-b", help="Backend(s), comma-separated, or 'all' (see `hasten backends`)."),
+    batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Comma-separated batch sizes."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Pad/truncate token inputs to this length (default 128 for text models); also the size of other dynamic dimensions of random inputs (default 16)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads (default: every usable core)."),
+    time_budget_s: float = typer.Option(3.0, "--time-budget-s", help="Timed seconds per batch size and backend, at most."),
+    target_rel_ci: float = typer.Option(0.01, "--target-rel-ci", help="Stop early once the median's 95% CI half-width is this fraction of it."),
+    data: Optional[Path] = typer.Option(None, "--data", help=".npz with one array per input (plus optional labels); default: the example's data, else random inputs."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full results as JSON here."),
+    allow_fallback: bool = typer.Option(False, "--allow-fallback", help="Allow a GPU/OpenVINO backend to fall back to CPU instead of failing."),
+) -> None:
+    """Benchmark a model: latency percentiles and throughput per batch size, cold start apart."""
+    from hasten.measure import BenchConfig, compare
+    from hasten.measure.report import print_bench, summary_lines
+    from hasten.models import default_dataset, load_dataset, synthetic_dataset
+    from hasten.runtime import BackendConfig, backends_for, compile
+
+    config = BenchConfig(batch_sizes=_split_ints(batch_sizes, "--batch-sizes"), seq_len=seq_len,
+                         time_budget_s=time_budget_s, target_rel_ci=target_rel_ci)
+    m = _load(model)
+    if seq_len is None and m.text_encoder is not None:
+        seq_len = DEFAULT_TEXT_SEQ_LEN
+        config = dataclasses.replace(config, seq_len=seq_len)
+    names = _pick_backends(backend, backends_for(m), m)
+    if data is not None:
+        dataset = load_dataset(data, m)
+    else:
+        dataset = default_dataset(m) or synthetic_dataset(m.inputs, dynamic_dim=seq_len or 16)
+    bcfg = BackendConfig(threads=threads, allow_fallback=allow_fallback)
+    runners = {}
+    with stderr_console().status("creating sessions…"):
+        for name in names:
+            runners[name] = compile(m, name, bcfg)
+    results = compare(runners, dataset, config, progress=_progress_hook(len(config.batch_sizes)), model_info=m.info.to_dict())
+    print_bench(results, m.name, dataset.name)
+    for line in summary_lines(results):
+        stdout_console().print(line)
+    if json_out is not None:
+        import json
+
+        json_out.write_text(json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2))
+        log.warning("wrote %s", json_out)
+
+
+def _pick_backends(text: str, usable: list[str], model: Any) -> list[str]:
+    from hasten.runtime import backend_names
+
+    if text.strip() == "all":
+        return usable
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        if n not in backend_names():
+            raise HastenError(f"unknown backend '{n}'", hint="known backends: " + ", ".join(backend_names()))
+        if n not in usable:
+            raise HastenError(f"backend '{n}' cannot run '{model.name}' here",
+                              hint="run `hasten backends` to see why; usable now: " + ", ".join(usable))
+    return names
+
+
+def _load(source: str) -> Any:
+    from hasten.models import load_model
+
+    with stderr_console().status(f"loading {source} (the first load of an example exports or trains it)…"):
+        return load_model(source)
+
+
+def _progress_hook(n_batch_sizes: int) -> Any:
+    if not stderr_console().is_terminal:
+        return None  # a live bar in a log file is only noise
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                        console=stderr_console(), transient=True)
+    tasks: dict[str, Any] = {}
+
+    def hook(label: str, fraction: float) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        if label not in tasks:
+            tasks[label] = progress.add_task(f"measuring {label}", total=1.0)
+        progress.update(tasks[label], completed=fraction)
+        if fraction >= 1.0 and len(tasks) == n_batch_sizes:
+            progress.stop()
+
+    return hook
+
+
+def main() -> None:
+    try:
+        app()
+    except HastenError as exc:
+        stderr_console().print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

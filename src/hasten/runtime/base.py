@@ -1,0 +1,102 @@
+"""The contract every backend implements: a `Runner` runs numpy dicts and says how it runs."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hasten.core import HastenError, TensorSpec, check_feed
+
+GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """How a backend runs: threads (``None`` = every usable core), spinning, graph optimisation,
+    whether falling back from the requested device to CPU is allowed, and the device index."""
+
+    threads: int | None = None
+    spinning: bool = False
+    graph_optimization: str = "all"
+    allow_fallback: bool = False
+    device_id: int = 0
+    validate_inputs: bool = True
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise HastenError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.graph_optimization not in GRAPH_OPT_LEVELS:
+            raise HastenError(
+                f"unknown graph optimisation level '{self.graph_optimization}'",
+                hint="use one of: " + ", ".join(GRAPH_OPT_LEVELS),
+            )
+
+    def resolved_threads(self) -> int:
+        return self.threads or usable_cores()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunnerInfo:
+    """What a runner actually runs on: backend, threads, providers/device, and cold start."""
+
+    backend: str
+    threads: int
+    device: str
+    providers: tuple[str, ...] = ()
+    cold_start_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["providers"] = list(self.providers)
+        return d
+
+
+class Runner(ABC):
+    """Runs a model: ``run({name: array}) -> {name: array}``. Safe to call from several threads
+    when the backend allows it (ONNX Runtime does)."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    info: RunnerInfo
+
+    def __init__(self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], validate: bool) -> None:
+        self.inputs = inputs
+        self.outputs = outputs
+        self._validate = validate
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch. Inputs are checked against the model's specs (names, dtypes, ranks)."""
+        if self._validate:
+            check_feed(self.inputs, feed)
+        return self._run(feed)
+
+    @abstractmethod
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None:
+        """Release what the runner holds (sessions, device memory)."""
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.info.backend}, threads={self.info.threads}, device={self.info.device})"

@@ -1,0 +1,101 @@
+"""ONNX Runtime backends, one per execution provider (CPU, CUDA, TensorRT, OpenVINO EP)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from hasten.core import HastenError, MissingDependencyError
+from hasten.runtime.base import BackendConfig, Runner, RunnerInfo
+
+log = logging.getLogger(__name__)
+
+# backend name -> (provider the user asked for, device description)
+PROVIDERS = {
+    "ort-cpu": ("CPUExecutionProvider", "cpu"),
+    "ort-cuda": ("CUDAExecutionProvider", "cuda"),
+    "ort-tensorrt": ("TensorrtExecutionProvider", "cuda"),
+    "ort-openvino": ("OpenVINOExecutionProvider", "cpu"),
+}
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingDependencyError("onnxruntime", "core", "the ONNX Runtime backends") from exc
+    return onnxruntime
+
+
+def provider_list(backend: str, config: BackendConfig) -> list[Any]:
+    """The providers to ask ONNX Runtime for, most preferred first, with their options."""
+    dev = {"device_id": str(config.device_id)}
+    if backend == "ort-cpu":
+        return ["CPUExecutionProvider"]
+    if backend == "ort-cuda":
+        return [("CUDAExecutionProvider", dev), "CPUExecutionProvider"]
+    if backend == "ort-tensorrt":
+        return [("TensorrtExecutionProvider", dev), ("CUDAExecutionProvider", dev), "CPUExecutionProvider"]
+    if backend == "ort-openvino":
+        return [("OpenVINOExecutionProvider", {"device_type": "CPU", "num_of_threads": str(config.resolved_threads())}),
+                "CPUExecutionProvider"]
+    raise HastenError(f"unknown ONNX Runtime backend '{backend}'", hint="use one of: " + ", ".join(PROVIDERS))
+
+
+def session_options(config: BackendConfig) -> Any:
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = config.resolved_threads()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[config.graph_optimization]
+    # Spinning idle threads steal cores from other runtimes and server threads (MEASURED.md).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spinning else "0")
+    opts.log_severity_level = 3
+    return opts
+
+
+class OrtRunner(Runner):
+    """An ``onnxruntime.InferenceSession`` behind the Runner contract."""
+
+    def __init__(self, model: Any, backend: str, config: BackendConfig) -> None:
+        super().__init__(model.inputs, model.outputs, config.validate_inputs)
+        ort = _ort()
+        wanted, device = PROVIDERS[backend]
+        if wanted not in ort.get_available_providers():
+            raise HastenError(
+                f"backend {backend} needs ONNX Runtime's {wanted}, which this onnxruntime build lacks "
+                f"(it has {', '.join(ort.get_available_providers())})",
+                hint="install the onnxruntime build with that provider (e.g. onnxruntime-gpu), or use ort-cpu",
+            )
+        start = time.perf_counter()
+        try:
+            self._session = ort.InferenceSession(str(model.path), session_options(config), providers=provider_list(backend, config))
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise HastenError(f"ONNX Runtime could not load {model.path}: {exc}") from exc
+        cold = time.perf_counter() - start
+        active = tuple(self._session.get_providers())
+        if active[0] != wanted:
+            msg = f"{backend}: ONNX Runtime fell back from {wanted} to {active[0]}"
+            if not config.allow_fallback:
+                raise HastenError(msg, hint="check the device and drivers, or allow fallback (--allow-fallback)")
+            log.warning(msg)
+        self._output_names = [o.name for o in self.outputs]
+        self.info = RunnerInfo(backend, config.resolved_threads(), device if active[0] == wanted else "cpu",
+                               active, cold, {"graph_optimization": config.graph_optimization,
+                                              "spinning": config.spinning, "onnxruntime": ort.__version__})
+
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self._session.run(self._output_names, feed)
+        return dict(zip(self._output_names, outs))
+
+    def close(self) -> None:
+        self._session = None
