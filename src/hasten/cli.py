@@ -75,7 +75,7 @@ def info(model: str = typer.Argument(..., help="Path to an .onnx file, a sentenc
 def bench(
     model: str = typer.Argument(..., help="Path to an .onnx file, a sentence-transformers folder, or a built-in example (minilm, digits-cnn)."),
     backend: str = typer.Option("ort-cpu", "--backend", "-b", help="Backend(s), comma-separated, or 'all' (see `hasten backends`)."),
-    batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Comma-separated batch sizes."),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Comma-separated batch sizes [default: 1,8,32, or the model's fixed batch size]."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Pad/truncate token inputs to this length (default 128 for text models); also the size of other dynamic dimensions of random inputs (default 16)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads (default: every usable core)."),
     time_budget_s: float = typer.Option(3.0, "--time-budget-s", help="Timed seconds per batch size and backend, at most."),
@@ -90,9 +90,9 @@ def bench(
     from hasten.models import default_dataset, load_dataset, synthetic_dataset
     from hasten.runtime import BackendConfig, backends_for, compile
 
-    config = BenchConfig(batch_sizes=_split_ints(batch_sizes, "--batch-sizes"), seq_len=seq_len,
-                         time_budget_s=time_budget_s, target_rel_ci=target_rel_ci)
     m = _load(model)
+    sizes = _batch_sizes(batch_sizes, m)
+    config = BenchConfig(batch_sizes=sizes, seq_len=seq_len, time_budget_s=time_budget_s, target_rel_ci=target_rel_ci)
     if seq_len is None and m.text_encoder is not None:
         seq_len = DEFAULT_TEXT_SEQ_LEN
         config = dataclasses.replace(config, seq_len=seq_len)
@@ -115,6 +115,22 @@ def bench(
 
         json_out.write_text(json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2))
         log.warning("wrote %s", json_out)
+
+
+def _batch_sizes(text: str | None, model: Any) -> tuple[int, ...]:
+    fixed = model.fixed_batch
+    if fixed is None:
+        return _split_ints(text or "1,8,32", "--batch-sizes")
+    if text is None:
+        stderr_console().print(f"note: {model.name} has a fixed batch dimension of {fixed} (no dynamic batch axis): "
+                               f"measuring batch {fixed} only", highlight=False, soft_wrap=True)
+        return (fixed,)
+    sizes = _split_ints(text, "--batch-sizes")
+    if sizes != (fixed,):
+        raise HastenError(f"{model.name} only takes batches of {fixed} (its first dimension is fixed), "
+                          f"--batch-sizes asked for {text}",
+                          hint=f"use --batch-sizes {fixed}, or re-export the model with a dynamic batch axis")
+    return sizes
 
 
 def _pick_backends(text: str, usable: list[str], model: Any) -> list[str]:
@@ -164,7 +180,7 @@ def main() -> None:
     try:
         app()
     except HastenError as exc:
-        stderr_console().print(f"[bold red]error:[/] {exc}", highlight=False)
+        stderr_console().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

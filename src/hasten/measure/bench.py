@@ -136,13 +136,16 @@ def _batch_size_round(runners: dict[str, Any], dataset: Any, bs: int, cfg: Bench
             runner.run(feeds[i % len(feeds)])
     samples: list[list[float]] = [[] for _ in runners]
     budget = cfg.time_budget_s * len(runners)
-    start, next_check, reason = clock(), cfg.min_runs, "max_runs"
-    while min(len(s) for s in samples) < cfg.max_runs:
+    start, next_check = clock(), cfg.min_runs
+    while True:
         for runner, mine in zip(runners.values(), samples):
             _turn(runner, feeds, mine, clock, cfg.max_runs)
         n, spent = min(len(s) for s in samples), clock() - start
         if progress is not None:
             progress(label, min(spent / budget, 1.0))
+        if n >= cfg.max_runs:
+            reason = "max_runs"
+            break
         if n < cfg.min_runs:
             continue
         if n >= next_check:  # re-check the CIs as the sample grows by ~10 %, not every turn

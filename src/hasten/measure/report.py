@@ -34,8 +34,8 @@ def summary_lines(results: dict[str, BenchResult]) -> list[str]:
         b1 = rs[0]
         cold = res.runner.get("cold_start_s", 0.0) * 1e3
         lines.append(
-            f"{name}: batch {b1.batch_size} p50 {b1.stats.p50_ms:.2f} ms; best throughput "
-            f"{best.samples_per_s:,.0f} samples/s at batch {best.batch_size} (p50 {best.stats.p50_ms:.2f} ms); "
+            f"{name}: batch {b1.batch_size} p50 {_ms(b1.stats.p50_ms)} ms; best throughput "
+            f"{best.samples_per_s:,.0f} samples/s at batch {best.batch_size} (p50 {_ms(best.stats.p50_ms)} ms); "
             f"cold start {res.cold_start_ms:.0f} ms (session {cold:.0f} ms + first run {b1.first_run_ms:.0f} ms); "
             f"{res.runner.get('threads', '?')} threads"
         )

@@ -45,6 +45,15 @@ class Model:
         return self.info.outputs
 
     @property
+    def fixed_batch(self) -> int | None:
+        """The batch size a model without a dynamic batch axis accepts (its fixed first dim);
+        ``None`` when the model batches (any input's first dim is dynamic)."""
+        firsts = {s.shape[0] for s in self.inputs if s.rank > 0}
+        if not firsts or -1 in firsts or len(firsts) != 1:
+            return None
+        return firsts.pop()
+
+    @property
     def has_torch(self) -> bool:
         return self.torch_factory is not None
 

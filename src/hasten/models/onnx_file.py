@@ -52,6 +52,9 @@ def read_specs(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ..
 
 
 def _spec(value) -> TensorSpec:  # noqa: ANN001 - onnx ValueInfoProto
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":  # sequences and maps (e.g. scikit-learn classifiers' probabilities)
+        return TensorSpec(value.name, kind.removesuffix("_type") if kind else "unknown", ())
     tensor = value.type.tensor_type
     dtype = _ELEM_TO_DTYPE.get(tensor.elem_type, f"onnx-elem-{tensor.elem_type}")
     shape = tuple(
