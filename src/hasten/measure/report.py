@@ -33,11 +33,12 @@ def summary_lines(results: dict[str, BenchResult]) -> list[str]:
         best = max(rs, key=lambda r: r.samples_per_s)
         b1 = rs[0]
         cold = res.runner.get("cold_start_s", 0.0) * 1e3
+        threads = res.runner.get("threads", "?")
         lines.append(
             f"{name}: batch {b1.batch_size} p50 {_ms(b1.stats.p50_ms)} ms; best throughput "
             f"{best.samples_per_s:,.0f} samples/s at batch {best.batch_size} (p50 {_ms(best.stats.p50_ms)} ms); "
-            f"cold start {res.cold_start_ms:.0f} ms (session {cold:.0f} ms + first run {b1.first_run_ms:.0f} ms); "
-            f"{res.runner.get('threads', '?')} threads"
+            f"cold start {res.cold_start_ms:.0f} ms (setup {cold:.0f} ms + first run {b1.first_run_ms:.0f} ms); "
+            f"{threads} thread{'' if threads == 1 else 's'}"
         )
         if best is not b1 and b1.samples_per_s > 0:
             gain = best.samples_per_s / b1.samples_per_s
