@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -40,12 +39,21 @@ def _split_ints(text: str, what: str) -> tuple[int, ...]:
 
 
 @app.command()
-def backends() -> None:
-    """List the backends hasten knows and whether each can run on this machine."""
+def backends(
+    pick: Optional[str] = typer.Option(None, "--pick", help="Benchmark every available backend on this MODEL and name the fastest."),
+    batch_size: int = typer.Option(1, "--batch-size", help="With --pick: the batch size to choose for."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="With --pick: token length (default 128 for text models)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="With --pick: intra-op threads (default: every usable core)."),
+    time_budget_s: float = typer.Option(3.0, "--time-budget-s", help="With --pick: timed seconds per backend, at most."),
+) -> None:
+    """List the backends hasten knows and whether each can run here; --pick MODEL measures them."""
     from rich.table import Table
 
     from hasten.runtime import available_backends, usable_cores
 
+    if pick is not None:
+        _pick(pick, batch_size, seq_len, threads, time_budget_s)
+        return
     table = Table(title=f"Backends on this machine ({usable_cores()} usable cores)")
     for col in ("backend", "available", "runs", "note"):
         table.add_column(col)
@@ -53,6 +61,38 @@ def backends() -> None:
         runs = "models from PyTorch" if st.needs_torch_model else "any ONNX model"
         table.add_row(st.name, "[green]yes[/]" if st.available else "[red]no[/]", runs, st.reason or st.description)
     stdout_console().print(table)
+
+
+def _pick(model_src: str, batch_size: int, seq_len: int | None, threads: int | None, budget: float) -> None:
+    from hasten.measure import BenchConfig, compare
+    from hasten.measure.report import pick_lines, print_bench
+    from hasten.runtime import BackendConfig, backends_for, compile
+
+    m = _load(model_src)
+    sizes = (m.fixed_batch,) if m.fixed_batch else (batch_size,)
+    dataset, seq_len = _data_for(m, None, seq_len)
+    runners = {}
+    with stderr_console().status("creating sessions (torch.compile compiles on its first run)…"):
+        for name in backends_for(m):
+            try:
+                runners[name] = compile(m, name, BackendConfig(threads=threads))
+            except HastenError as exc:  # one backend failing must not hide the others
+                log.warning("skipping %s: %s", name, exc)
+    config = BenchConfig(batch_sizes=sizes, seq_len=seq_len, time_budget_s=budget)
+    results = compare(runners, dataset, config, progress=_progress_hook(1), model_info=m.info.to_dict())
+    print_bench(results, m.name, dataset.name)
+    for line in pick_lines(results):
+        stdout_console().print(line, highlight=False)
+
+
+def _data_for(m: Any, data: Path | None, seq_len: int | None) -> tuple[Any, int | None]:
+    from hasten.models import default_dataset, load_dataset, synthetic_dataset
+
+    if seq_len is None and m.text_encoder is not None:
+        seq_len = DEFAULT_TEXT_SEQ_LEN
+    if data is not None:
+        return load_dataset(data, m), seq_len
+    return default_dataset(m) or synthetic_dataset(m.inputs, dynamic_dim=seq_len or 16), seq_len
 
 
 @app.command()
@@ -83,25 +123,19 @@ def bench(
     data: Optional[Path] = typer.Option(None, "--data", help=".npz with one array per input (plus optional labels); default: the example's data, else random inputs."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full results as JSON here."),
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="Allow a GPU/OpenVINO backend to fall back to CPU instead of failing."),
+    graph_opt: str = typer.Option("all", "--graph-opt", help="ONNX Runtime graph optimisation level: disable, basic, extended, all."),
 ) -> None:
     """Benchmark a model: latency percentiles and throughput per batch size, cold start apart."""
     from hasten.measure import BenchConfig, compare
     from hasten.measure.report import print_bench, summary_lines
-    from hasten.models import default_dataset, load_dataset, synthetic_dataset
     from hasten.runtime import BackendConfig, backends_for, compile
 
+    bcfg = BackendConfig(threads=threads, allow_fallback=allow_fallback, graph_optimization=graph_opt)
     m = _load(model)
     sizes = _batch_sizes(batch_sizes, m)
+    dataset, seq_len = _data_for(m, data, seq_len)
     config = BenchConfig(batch_sizes=sizes, seq_len=seq_len, time_budget_s=time_budget_s, target_rel_ci=target_rel_ci)
-    if seq_len is None and m.text_encoder is not None:
-        seq_len = DEFAULT_TEXT_SEQ_LEN
-        config = dataclasses.replace(config, seq_len=seq_len)
     names = _pick_backends(backend, backends_for(m), m)
-    if data is not None:
-        dataset = load_dataset(data, m)
-    else:
-        dataset = default_dataset(m) or synthetic_dataset(m.inputs, dynamic_dim=seq_len or 16)
-    bcfg = BackendConfig(threads=threads, allow_fallback=allow_fallback)
     runners = {}
     with stderr_console().status("creating sessions…"):
         for name in names:
@@ -115,6 +149,43 @@ def bench(
 
         json_out.write_text(json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2))
         log.warning("wrote %s", json_out)
+
+
+@app.command()
+def profile(
+    model: str = typer.Argument(..., help="Path to an .onnx file, a sentence-transformers folder, or a built-in example."),
+    backend: str = typer.Option("ort-cpu", "--backend", "-b", help="ONNX Runtime backend to profile (ort-cpu, ort-cuda, ort-tensorrt, ort-openvino)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size to profile [default: 1, or the model's fixed batch]."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Token length (default 128 for text models)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads (default: every usable core)."),
+    runs: int = typer.Option(30, "--runs", help="Profiled runs (after 5 warm-up runs)."),
+    graph_opt: str = typer.Option("all", "--graph-opt", help="ONNX Runtime graph optimisation level."),
+    top: int = typer.Option(10, "--top", help="How many of the heaviest nodes to list."),
+    data: Optional[Path] = typer.Option(None, "--data", help=".npz inputs (default: the example's data, else random)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the whole profile as JSON here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a roofline chart (PNG) here."),
+    allow_fallback: bool = typer.Option(False, "--allow-fallback", help="List nodes that fell back to another provider instead of failing."),
+) -> None:
+    """Where the time goes: per-op-type and per-node time, roofline verdict, and the lever it points to."""
+    from hasten.measure.profile import ProfileConfig, profile as run_profile
+    from hasten.measure.profile_report import print_profile, write_plot
+
+    m = _load(model)
+    size = _batch_sizes(None if batch_size is None else str(batch_size), m)[0] if m.fixed_batch else (batch_size or 1)
+    dataset, seq_len = _data_for(m, data, seq_len)
+    config = ProfileConfig(backend=backend, batch_size=size, seq_len=seq_len, runs=runs, threads=threads,
+                           graph_optimization=graph_opt, allow_fallback=allow_fallback, top_n=top)
+    with stderr_console().status("profiling (the first run on a machine also measures its peaks)…"):
+        result = run_profile(m, dataset, config)
+    print_profile(result)
+    if json_out is not None:
+        import json
+
+        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+        log.warning("wrote %s", json_out)
+    if plot is not None:
+        write_plot(result, plot)
+        stderr_console().print(f"wrote {plot}", highlight=False)
 
 
 def _batch_sizes(text: str | None, model: Any) -> tuple[int, ...]:

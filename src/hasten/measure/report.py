@@ -57,3 +57,20 @@ def summary_lines(results: dict[str, BenchResult]) -> list[str]:
 def _ms(value: float) -> str:
     """Three significant digits or more: 0.0612, 5.61, 412.3."""
     return f"{value:.3g}" if value < 100 else f"{value:.1f}"
+
+
+def pick_lines(results: dict[str, BenchResult]) -> list[str]:
+    """The fastest backend per batch size, with the ratio to the runner-up and its CI."""
+    lines = []
+    sizes = [r.batch_size for r in next(iter(results.values())).results]
+    for i, bs in enumerate(sizes):
+        ranked = sorted(results.items(), key=lambda kv: kv[1].results[i].stats.p50_ms)
+        best_name, best = ranked[0][0], ranked[0][1].results[i]
+        line = f"fastest at batch {bs}: {best_name} (p50 {_ms(best.stats.p50_ms)} ms ±{100 * best.rel_ci:.1f}%)"
+        if len(ranked) > 1:
+            second_name, second = ranked[1][0], ranked[1][1].results[i]
+            ratio = second.stats.p50_ms / best.stats.p50_ms
+            overlap = best.median_ci_ms[1] >= second.median_ci_ms[0]
+            line += f", {ratio:.2f}× faster than {second_name}" + (" — within noise (CIs overlap)" if overlap else "")
+        lines.append(line)
+    return lines

@@ -12,6 +12,7 @@ import numpy as np
 from hasten.core import HastenError, TensorSpec, check_feed
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def usable_cores() -> int:
@@ -24,8 +25,9 @@ def usable_cores() -> int:
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """How a backend runs: threads (``None`` = every usable core), spinning, graph optimisation,
-    whether falling back from the requested device to CPU is allowed, and the device index."""
+    """How a backend runs: threads (``None`` = every usable core), spinning, graph optimisation
+    (ONNX Runtime), whether falling back from the requested device to CPU is allowed, the device
+    index, and the compute precision for backends that choose one (OpenVINO, torch)."""
 
     threads: int | None = None
     spinning: bool = False
@@ -33,6 +35,7 @@ class BackendConfig:
     allow_fallback: bool = False
     device_id: int = 0
     validate_inputs: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
@@ -42,6 +45,8 @@ class BackendConfig:
                 f"unknown graph optimisation level '{self.graph_optimization}'",
                 hint="use one of: " + ", ".join(GRAPH_OPT_LEVELS),
             )
+        if self.precision not in PRECISIONS:
+            raise HastenError(f"unknown precision '{self.precision}'", hint="use one of: " + ", ".join(PRECISIONS))
 
     def resolved_threads(self) -> int:
         return self.threads or usable_cores()

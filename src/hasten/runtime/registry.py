@@ -38,7 +38,10 @@ _BACKENDS: dict[str, _Entry] = {
     "ort-cuda": _Entry("hasten.runtime.onnxruntime", "OrtRunner", "ONNX Runtime, CUDA execution provider"),
     "ort-tensorrt": _Entry("hasten.runtime.onnxruntime", "OrtRunner", "ONNX Runtime, TensorRT execution provider"),
     "ort-openvino": _Entry("hasten.runtime.onnxruntime", "OrtRunner", "ONNX Runtime, OpenVINO execution provider"),
+    "openvino": _Entry("hasten.runtime.openvino", "OpenVinoRunner", "OpenVINO runtime, CPU, FP32 precision set explicitly"),
+    "openvino-bf16": _Entry("hasten.runtime.openvino", "OpenVinoRunner", "OpenVINO runtime, CPU, BF16 inference precision"),
     "torch-eager": _Entry("hasten.runtime.torch", "TorchEagerRunner", "PyTorch eager (models from torch)", True),
+    "torch-compile": _Entry("hasten.runtime.torch", "TorchCompileRunner", "torch.compile, inductor (models from torch)", True),
 }
 
 
@@ -64,9 +67,11 @@ def _status(name: str, entry: _Entry, providers: list[str] | None) -> BackendSta
     def st(ok: bool, reason: str = "") -> BackendStatus:
         return BackendStatus(name, ok, entry.description, reason, entry.needs_torch_model)
 
-    if name == "torch-eager":
+    if name.startswith("torch-"):
         ok = importlib.util.find_spec("torch") is not None
         return st(ok, "" if ok else "torch is not installed (pip install 'hasten[torch]')")
+    if name.startswith("openvino"):
+        return _openvino_status(name, st)
     if providers is None:
         return st(False, "onnxruntime is not installed")
     from hasten.runtime.onnxruntime import PROVIDERS
@@ -76,6 +81,17 @@ def _status(name: str, entry: _Entry, providers: list[str] | None) -> BackendSta
         return st(False, f"this onnxruntime build has no {wanted}")
     if device == "cuda" and not gpu_present():
         return st(False, "no NVIDIA GPU found")
+    return st(True)
+
+
+def _openvino_status(name: str, st: Any) -> BackendStatus:
+    if importlib.util.find_spec("openvino") is None:
+        return st(False, "openvino is not installed (pip install 'hasten[openvino]')")
+    if name == "openvino-bf16":
+        from hasten.runtime.openvino import cpu_capabilities
+
+        if "BF16" not in cpu_capabilities():
+            return st(False, "this CPU has no BF16 (AVX512_BF16/AMX)")
     return st(True)
 
 

@@ -42,3 +42,15 @@ class TorchEagerRunner(Runner):
             out = self._module(*(torch.from_numpy(feed[n]) for n in self._names))
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return {n: t.detach().cpu().numpy() for n, t in zip(self._out_names, outs)}
+
+
+class TorchCompileRunner(TorchEagerRunner):
+    """``torch.compile`` (inductor) of the module. Compilation happens on the first run of each
+    input shape, so it shows up in the benchmark's first-run (cold start) time, not the steady state."""
+
+    def __init__(self, model: Any, backend: str, config: BackendConfig) -> None:
+        super().__init__(model, backend, config)
+        start = time.perf_counter()
+        self._module = self._torch.compile(self._module, dynamic=False)
+        self.info = RunnerInfo(backend, self.info.threads, "cpu", (), self.info.cold_start_s + time.perf_counter() - start,
+                               {**self.info.extra, "compile": "inductor, one graph per input shape, on first run"})

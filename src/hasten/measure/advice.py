@@ -1,0 +1,59 @@
+"""Plain-words advice derived from a profile's measurements (no fixed text per model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hasten.measure.roofline import Roofs
+
+# Thresholds on shares of wall time that make a finding worth saying.
+MEMORY_SHARE = 0.25
+OVERHEAD_SHARE = 0.25
+LOW_PEAK = 0.30
+INT8_GAIN = 1.5
+
+
+def advise(result: Any, roofs: Roofs) -> list[str]:
+    """Where the time goes, and the lever each finding points to."""
+    lines = [_where(result)]
+    if result.op_types:
+        lines.extend(_dominant(result.op_types[0], roofs))
+    memory = result.shares["memory"]
+    if memory >= MEMORY_SHARE:
+        lines.append(f"{memory:.0%} of the time is in memory-bound ops: lower-precision weights and "
+                     "activations (INT8/FP16/BF16) or operator fusion cut the bytes they move.")
+    overhead = result.shares["framework"] + result.shares["overhead_nodes"]
+    if overhead >= OVERHEAD_SHARE:
+        lines.append(f"{overhead:.0%} of the time is overhead (framework {result.overhead_us:.0f} µs per call, "
+                     f"plus tiny ops): overhead-bound — batch requests (dynamic batching) so it is paid once "
+                     "per batch, or fuse small ops.")
+    if result.fallback_nodes:
+        lines.append(f"{len(result.fallback_nodes)} nodes ran on a fallback provider (listed in the report).")
+    return lines
+
+
+def _where(result: Any) -> str:
+    s = result.shares
+    return (f"Of {result.wall_us / 1000:.3g} ms per call: {s['compute']:.0%} in compute-bound ops, "
+            f"{s['memory']:.0%} in memory-bound ops, {s['overhead_nodes'] + s['framework']:.0%} overhead "
+            f"({s['framework']:.0%} framework, {s['overhead_nodes']:.0%} tiny ops).")
+
+
+def _dominant(op: Any, roofs: Roofs) -> list[str]:
+    head = f"{op.share:.0%} of the time is in {op.op_type} ({op.nodes} nodes), {op.bound}-bound"
+    if op.bound == "compute":
+        peak_name = "compute peak"
+        lines = [f"{head} at {op.peak_fraction:.0%} of the {peak_name}."]
+        int8_ratio = (roofs.int8_gops or 0.0) / roofs.fp32_gflops
+        if int8_ratio >= INT8_GAIN:
+            lines.append(f"The INT8 peak is {int8_ratio:.1f}× the FP32 peak on this machine: INT8 quantization is "
+                         "the lever (hasten quantize).")
+        elif op.peak_fraction < LOW_PEAK:
+            lines.append("Its kernels reach a small part of the peak: try other backends (hasten backends --pick) "
+                         "or larger batches.")
+        else:
+            lines.append("Close to the peak already: only fewer FLOPs help (structured pruning, distillation).")
+        return lines
+    if op.bound == "memory":
+        return [f"{head} at {op.peak_fraction:.0%} of the memory bandwidth: lower-precision weights or fusion."]
+    return [f"{head}: batch requests or fuse small ops."]
