@@ -22,8 +22,8 @@ def test_import_hasten_loads_no_heavy_package() -> None:
 def test_public_surface_is_pinned() -> None:
     assert sorted(hasten.__all__) == sorted([
         "BackendConfig", "BenchConfig", "BenchResult", "Dataset", "HastenError", "LatencyStats", "Model",
-        "ModelInfo", "Runner", "TensorSpec", "__version__", "available_backends", "benchmark", "compare",
-        "compile", "load_dataset", "load_model", "synthetic_dataset",
+        "ModelInfo", "ProfileConfig", "Runner", "TensorSpec", "__version__", "available_backends", "benchmark",
+        "compare", "compile", "load_dataset", "load_model", "machine_peaks", "profile", "synthetic_dataset",
     ])
     for name in hasten.__all__:
         assert hasattr(hasten, name), name

@@ -5,7 +5,7 @@ torch, openvino, ray nor executorch: each is imported only by the one module tha
 """
 
 from hasten.core import HastenError, LatencyStats, ModelInfo, TensorSpec
-from hasten.measure import BenchConfig, BenchResult, benchmark, compare
+from hasten.measure import BenchConfig, BenchResult, ProfileConfig, benchmark, compare, machine_peaks, profile
 from hasten.models import Dataset, Model, load_dataset, load_model, synthetic_dataset
 from hasten.runtime import BackendConfig, Runner, available_backends, compile
 
@@ -20,6 +20,7 @@ __all__ = [
     "LatencyStats",
     "Model",
     "ModelInfo",
+    "ProfileConfig",
     "Runner",
     "TensorSpec",
     "__version__",
@@ -29,5 +30,7 @@ __all__ = [
     "compile",
     "load_dataset",
     "load_model",
+    "machine_peaks",
+    "profile",
     "synthetic_dataset",
 ]

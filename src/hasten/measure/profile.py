@@ -18,6 +18,9 @@ from hasten.measure.trace import TraceSummary, load_trace, parse_trace
 from hasten.runtime.base import BackendConfig
 
 
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
 @dataclass(frozen=True)
 class ProfileConfig:
     backend: str = "ort-cpu"
@@ -59,13 +62,13 @@ class ProfileResult:
     threads: int
     input_shapes: dict[str, list[int]]
     wall_us: float             # median of unprofiled runs, measured from Python
-    ort_run_us: float          # mean ORT model_run (profiled)
-    node_sum_us: float         # Σ node kernel time per run
+    ort_run_us: float          # median ORT model_run (profiled)
+    node_sum_us: float         # Σ node kernel time per run (per-node medians)
     overhead_us: float         # framework: ORT's own (run − Σ nodes) + the Python→ORT call floor
     call_floor_us: float
     nodes: tuple[NodeVerdict, ...]
     op_types: tuple[OpTypeShare, ...]
-    shares: dict[str, float]   # of wall time: compute, memory, overhead-bound nodes, framework
+    shares: dict[str, float]   # of Σ nodes + overhead: compute, memory, overhead-bound nodes, framework
     roofs: dict[str, Any]
     fallback_nodes: tuple[str, ...]
     advice: tuple[str, ...]
@@ -102,11 +105,12 @@ def profile(model: Any, dataset: Any, config: ProfileConfig = ProfileConfig()) -
     verdicts = tuple(_verdict(n, costs, roofs) for n in summary.nodes)
     fallback = _audit(verdicts, config)
     overhead = summary.overhead_us + floor_us
-    shares = _shares(verdicts, overhead, wall_us)
-    op_types = _by_op_type(verdicts, wall_us)
+    attributed = summary.node_sum_us + overhead  # the shares add up to 100 % of this
+    shares = _shares(verdicts, overhead, attributed)
+    op_types = _by_op_type(verdicts, attributed)
     result = ProfileResult(
         model=model.name, backend=config.backend, threads=bcfg.resolved_threads(),
-        input_shapes={k: list(v.shape) for k, v in feed.items()}, wall_us=wall_us, ort_run_us=summary.mean_run_us,
+        input_shapes={k: list(v.shape) for k, v in feed.items()}, wall_us=wall_us, ort_run_us=summary.median_run_us,
         node_sum_us=summary.node_sum_us, overhead_us=overhead, call_floor_us=floor_us,
         nodes=tuple(sorted(verdicts, key=lambda v: -v.time_us)), op_types=op_types, shares=shares,
         roofs=asdict(roofs), fallback_nodes=fallback, advice=(),
@@ -189,9 +193,10 @@ def _roofs(peaks: Any) -> Roofs:
 def _verdict(node: Any, costs: dict[str, Any], roofs: Roofs) -> NodeVerdict:
     cost = costs.get(node.name)
     flops = cost.flops if cost else 0
-    moved = cost.bytes_moved if cost else 0
+    # ONNX Runtime runs view ops in place (same buffer): they move no bytes, whatever their shapes
+    moved = cost.bytes_moved if cost and node.op_type not in VIEW_OPS else 0
     int_ops = cost.int_ops if cost else False
-    return classify(node.name, node.op_type, node.provider, node.mean_us, flops, moved, int_ops, roofs)
+    return classify(node.name, node.op_type, node.provider, node.median_us, flops, moved, int_ops, roofs)
 
 
 def _audit(verdicts: tuple[NodeVerdict, ...], config: ProfileConfig) -> tuple[str, ...]:
@@ -209,16 +214,16 @@ def _audit(verdicts: tuple[NodeVerdict, ...], config: ProfileConfig) -> tuple[st
     return fallen
 
 
-def _shares(verdicts: tuple[NodeVerdict, ...], overhead_us: float, wall_us: float) -> dict[str, float]:
-    by = defaultdict(float)
+def _shares(verdicts: tuple[NodeVerdict, ...], overhead_us: float, attributed_us: float) -> dict[str, float]:
+    by: dict[str, float] = defaultdict(float)
     for v in verdicts:
         by[v.bound] += v.time_us
-    total = max(wall_us, 1e-9)
+    total = max(attributed_us, 1e-9)
     return {"compute": by["compute"] / total, "memory": by["memory"] / total,
             "overhead_nodes": by["overhead"] / total, "framework": overhead_us / total}
 
 
-def _by_op_type(verdicts: tuple[NodeVerdict, ...], wall_us: float) -> tuple[OpTypeShare, ...]:
+def _by_op_type(verdicts: tuple[NodeVerdict, ...], attributed_us: float) -> tuple[OpTypeShare, ...]:
     groups: dict[str, list[NodeVerdict]] = defaultdict(list)
     for v in verdicts:
         groups[v.op_type].append(v)
@@ -229,6 +234,6 @@ def _by_op_type(verdicts: tuple[NodeVerdict, ...], wall_us: float) -> tuple[OpTy
         for v in vs:
             bound_time[v.bound] += v.time_us
         frac = sum(v.peak_fraction * v.time_us for v in vs) / t if t else 0.0
-        out.append(OpTypeShare(op, len(vs), t, t / max(wall_us, 1e-9), sum(v.flops for v in vs),
+        out.append(OpTypeShare(op, len(vs), t, t / max(attributed_us, 1e-9), sum(v.flops for v in vs),
                                max(bound_time, key=bound_time.get), frac))
     return tuple(sorted(out, key=lambda o: -o.time_us))

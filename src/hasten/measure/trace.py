@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +16,13 @@ KERNEL_SUFFIX = "_kernel_time"
 
 @dataclass(frozen=True)
 class NodeTiming:
-    """One node's mean kernel time over the kept runs (µs), where it ran, and its shapes."""
+    """One node's kernel time per run over the kept runs (µs: median and mean), where it ran,
+    and its shapes. The median resists the spikes a shared machine adds to a few runs."""
 
     name: str
     op_type: str
     provider: str
+    median_us: float
     mean_us: float
     calls_per_run: float
     input_shapes: tuple[tuple[int, ...], ...]
@@ -37,14 +40,22 @@ class TraceSummary:
         return sum(self.run_us) / len(self.run_us)
 
     @property
+    def median_run_us(self) -> float:
+        return float(statistics.median(self.run_us))
+
+    @property
     def node_sum_us(self) -> float:
-        """Σ node kernel time per run (mean)."""
+        """Σ over nodes of each node's median time per run."""
+        return sum(n.median_us for n in self.nodes)
+
+    @property
+    def mean_node_sum_us(self) -> float:
         return sum(n.mean_us for n in self.nodes)
 
     @property
     def overhead_us(self) -> float:
-        """Framework overhead per run: wall time inside ONNX Runtime minus Σ node time."""
-        return max(self.mean_run_us - self.node_sum_us, 0.0)
+        """Framework overhead per run: ONNX Runtime's run time minus Σ node time (medians)."""
+        return max(self.median_run_us - self.node_sum_us, 0.0)
 
 
 def load_trace(path: str | Path) -> list[dict[str, Any]]:
@@ -66,29 +77,30 @@ def parse_trace(events: list[dict[str, Any]], skip_runs: int = 0) -> TraceSummar
         raise HastenError("the profile has no kept model_run events", hint="run the model at least once more than skip_runs")
     kernels = sorted((e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith(KERNEL_SUFFIX)),
                      key=lambda e: e["ts"])
-    total: dict[str, float] = defaultdict(float)
+    per_run: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(runs))
     calls: dict[str, int] = defaultdict(int)
     first: dict[str, dict[str, Any]] = {}
     i = 0
-    for run in runs:
+    for r, run in enumerate(runs):
         start, end = run["ts"], run["ts"] + run["dur"]
         while i < len(kernels) and kernels[i]["ts"] < start:
             i += 1
         while i < len(kernels) and kernels[i]["ts"] <= end:
             ev = kernels[i]
             name = ev["name"][: -len(KERNEL_SUFFIX)]
-            total[name] += ev["dur"]
+            per_run[name][r] += ev["dur"]
             calls[name] += 1
             first.setdefault(name, ev)
             i += 1
     n = len(runs)
-    nodes = tuple(_timing(name, ev, total[name] / n, calls[name] / n) for name, ev in first.items())
+    nodes = tuple(_timing(name, ev, per_run[name], calls[name] / n) for name, ev in first.items())
     return TraceSummary(n, tuple(float(r["dur"]) for r in runs), nodes)
 
 
-def _timing(name: str, ev: dict[str, Any], mean_us: float, calls: float) -> NodeTiming:
+def _timing(name: str, ev: dict[str, Any], per_run: list[float], calls: float) -> NodeTiming:
     args = ev.get("args", {})
-    return NodeTiming(name, str(args.get("op_name", "?")), str(args.get("provider", "?")), mean_us, calls,
+    return NodeTiming(name, str(args.get("op_name", "?")), str(args.get("provider", "?")),
+                      float(statistics.median(per_run)), sum(per_run) / len(per_run), calls,
                       _shapes(args.get("input_type_shape")), _shapes(args.get("output_type_shape")))
 
 
