@@ -42,6 +42,10 @@ _BACKENDS: dict[str, _Entry] = {
     "openvino-bf16": _Entry("hasten.runtime.openvino", "OpenVinoRunner", "OpenVINO runtime, CPU, BF16 inference precision"),
     "torch-eager": _Entry("hasten.runtime.torch", "TorchEagerRunner", "PyTorch eager (models from torch)", True),
     "torch-compile": _Entry("hasten.runtime.torch", "TorchCompileRunner", "torch.compile, inductor (models from torch)", True),
+    "torch-cuda": _Entry("hasten.runtime.torch_cuda", "TorchCudaRunner", "PyTorch on CUDA, FP32", True),
+    "torch-cuda-fp16": _Entry("hasten.runtime.torch_cuda", "TorchCudaRunner", "PyTorch on CUDA, FP16", True),
+    "torch-cuda-bf16": _Entry("hasten.runtime.torch_cuda", "TorchCudaRunner", "PyTorch on CUDA, BF16", True),
+    "torch-cuda-graphs": _Entry("hasten.runtime.torch_cuda", "TorchCudaRunner", "PyTorch on CUDA, FP16, CUDA graphs", True),
 }
 
 
@@ -68,8 +72,11 @@ def _status(name: str, entry: _Entry, providers: list[str] | None) -> BackendSta
         return BackendStatus(name, ok, entry.description, reason, entry.needs_torch_model)
 
     if name.startswith("torch-"):
-        ok = importlib.util.find_spec("torch") is not None
-        return st(ok, "" if ok else "torch is not installed (pip install 'hasten[torch]')")
+        if importlib.util.find_spec("torch") is None:
+            return st(False, "torch is not installed (pip install 'hasten[torch]')")
+        if name.startswith("torch-cuda") and not gpu_present():
+            return st(False, "no NVIDIA GPU found")
+        return st(True)
     if name.startswith("openvino"):
         return _openvino_status(name, st)
     if providers is None:
