@@ -22,6 +22,7 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.examples
 
 demo: $(VENV)/.examples
 	$(BIN)/hasten bench minilm
+	$(BIN)/hasten profile minilm --batch-size 8 --top 5
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import hasten  # noqa: E402
 from hasten.measure import BenchConfig, compare, machine_facts  # noqa: E402
+from hasten.measure.report import pick_lines  # noqa: E402
 from hasten.runtime import BackendConfig, backends_for  # noqa: E402
 
 
@@ -56,9 +57,11 @@ def main() -> None:
             rows.append({"backend": name, "batch_size": r.batch_size, "p50_ms": r.stats.p50_ms, "ratio_p50_vs_" + base: ratio})
     for name, res in results.items():
         print(f"cold start {name}: {res.cold_start_ms:.0f} ms (creation {res.runner['cold_start_s'] * 1e3:.0f} ms + first run)")
+    for line in pick_lines(results):
+        print(line)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "bench_backends.json"
-    out.write_text(json.dumps({"summary": rows, "machine": machine_facts(), "config": vars(args) | {"out": str(args.out)},
+    out.write_text(json.dumps({"summary": rows, "fastest": pick_lines(results), "machine": machine_facts(), "config": vars(args) | {"out": str(args.out)},
                                "results": {k: v.to_dict() for k, v in results.items()}}, indent=2))
     print(f"\nwrote {out}", file=sys.stderr)
 

@@ -85,3 +85,18 @@ def test_model_with_a_fixed_batch_dimension(tmp_path: Path) -> None:
     assert "fixed batch dimension of 3" in proc.stderr and "3×4" in proc.stdout
     proc = hasten("bench", str(tmp_path / "fixed.onnx"), "--batch-sizes", "1,8")
     assert proc.returncode == 2 and "only takes batches of 3" in proc.stderr
+
+
+def test_backends_pick_names_the_fastest_with_the_table(tmp_path: Path) -> None:
+    torch = __import__("pytest").importorskip("torch")
+    import hasten
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    path = tmp_path / "mlp.onnx"
+    hasten.load_model(module, example_input=torch.randn(2, 16), path=path)
+    out = runner.invoke(app, ["backends", "--pick", str(path), "--batch-size", "4", "--time-budget-s", "0.2",
+                              "--threads", "1"])
+    assert out.exit_code == 0, out.output
+    assert "fastest at batch 4: " in out.stdout and "samples/s" in out.stdout
+    assert "ort-cpu" in out.stdout and "openvino" in out.stdout

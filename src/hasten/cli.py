@@ -148,7 +148,7 @@ def bench(
         import json
 
         json_out.write_text(json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2))
-        log.warning("wrote %s", json_out)
+        stderr_console().print(f"wrote {json_out}", highlight=False)
 
 
 @app.command()
@@ -182,7 +182,7 @@ def profile(
         import json
 
         json_out.write_text(json.dumps(result.to_dict(), indent=2))
-        log.warning("wrote %s", json_out)
+        stderr_console().print(f"wrote {json_out}", highlight=False)
     if plot is not None:
         write_plot(result, plot)
         stderr_console().print(f"wrote {plot}", highlight=False)

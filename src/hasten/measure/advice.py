@@ -20,8 +20,11 @@ def advise(result: Any, roofs: Roofs) -> list[str]:
         lines.extend(_dominant(result.op_types[0], roofs))
     memory = result.shares["memory"]
     if memory >= MEMORY_SHARE:
-        lines.append(f"{memory:.0%} of the time is in memory-bound ops: lower-precision weights and "
-                     "activations (INT8/FP16/BF16) or operator fusion cut the bytes they move.")
+        heavy = [o for o in result.op_types if o.bound == "memory"][:3]
+        named = ", ".join(f"{o.op_type} {o.share:.0%} (at {o.peak_fraction:.0%} of bandwidth)" for o in heavy)
+        lines.append(f"{memory:.0%} of the time is in memory-bound ops ({named}): lower-precision weights and "
+                     "activations (INT8/FP16/BF16) or operator fusion cut the bytes they move; ops far below the "
+                     "bandwidth roof are slow kernels that fusion removes.")
     overhead = result.shares["framework"] + result.shares["overhead_nodes"]
     if overhead >= OVERHEAD_SHARE:
         lines.append(f"{overhead:.0%} of the time is overhead (framework {result.overhead_us:.0f} µs per call, "
