@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -170,11 +171,12 @@ def profile(
     from hasten.measure.profile import ProfileConfig, profile as run_profile
     from hasten.measure.profile_report import print_profile, write_plot
 
+    config = ProfileConfig(backend=backend, batch_size=batch_size or 1, runs=runs, threads=threads,
+                           graph_optimization=graph_opt, allow_fallback=allow_fallback, top_n=top)  # checked before loading
     m = _load(model)
-    size = _batch_sizes(None if batch_size is None else str(batch_size), m)[0] if m.fixed_batch else (batch_size or 1)
+    size = _batch_sizes(None if batch_size is None else str(batch_size), m, "--batch-size")[0] if m.fixed_batch else config.batch_size
     dataset, seq_len = _data_for(m, data, seq_len)
-    config = ProfileConfig(backend=backend, batch_size=size, seq_len=seq_len, runs=runs, threads=threads,
-                           graph_optimization=graph_opt, allow_fallback=allow_fallback, top_n=top)
+    config = dataclasses.replace(config, batch_size=size, seq_len=seq_len)
     with stderr_console().status("profiling (the first run on a machine also measures its peaks)…"):
         result = run_profile(m, dataset, config)
     print_profile(result)
@@ -188,19 +190,19 @@ def profile(
         stderr_console().print(f"wrote {plot}", highlight=False)
 
 
-def _batch_sizes(text: str | None, model: Any) -> tuple[int, ...]:
+def _batch_sizes(text: str | None, model: Any, flag: str = "--batch-sizes") -> tuple[int, ...]:
     fixed = model.fixed_batch
     if fixed is None:
-        return _split_ints(text or "1,8,32", "--batch-sizes")
+        return _split_ints(text or "1,8,32", flag)
     if text is None:
         stderr_console().print(f"note: {model.name} has a fixed batch dimension of {fixed} (no dynamic batch axis): "
                                f"measuring batch {fixed} only", highlight=False, soft_wrap=True)
         return (fixed,)
-    sizes = _split_ints(text, "--batch-sizes")
+    sizes = _split_ints(text, flag)
     if sizes != (fixed,):
         raise HastenError(f"{model.name} only takes batches of {fixed} (its first dimension is fixed), "
-                          f"--batch-sizes asked for {text}",
-                          hint=f"use --batch-sizes {fixed}, or re-export the model with a dynamic batch axis")
+                          f"{flag} asked for {text}",
+                          hint=f"use {flag} {fixed}, or re-export the model with a dynamic batch axis")
     return sizes
 
 

@@ -43,7 +43,7 @@ def _where(result: Any) -> str:
 
 
 def _dominant(op: Any, roofs: Roofs) -> list[str]:
-    head = f"{op.share:.0%} of the time is in {op.op_type} ({op.nodes} nodes), {op.bound}-bound"
+    head = f"{op.share:.0%} of the time is in {op.op_type} ({op.nodes} node{'' if op.nodes == 1 else 's'}), {op.bound}-bound"
     if op.bound == "compute":
         peak_name = "compute peak"
         lines = [f"{head} at {op.peak_fraction:.0%} of the {peak_name}."]

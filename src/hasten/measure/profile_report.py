@@ -21,6 +21,10 @@ def print_profile(result: Any) -> None:
     con.print(f"roofs (measured): FP32 {r['fp32_gflops']:.0f} GFLOP/s{int8}, memory {r['mem_gbps']:.1f} GB/s", highlight=False)
     con.print(f"time per call: {result.wall_us:.0f} µs unprofiled wall = Σ nodes {result.node_sum_us:.0f} µs + "
               f"overhead {result.overhead_us:.0f} µs (coverage {result.coverage:.0%})", highlight=False)
+    if not 0.8 <= result.coverage <= 1.25:
+        con.print(f"[yellow]note:[/] Σ nodes + overhead is {result.coverage:.0%} of the unprofiled time: on a model "
+                  "this small (or a machine this busy) the profiler's own cost distorts the split; trust the ranking "
+                  "more than the shares", highlight=False)
     con.print("")
     for line in result.advice:
         con.print(f"• {line}", highlight=False)
