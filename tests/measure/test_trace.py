@@ -30,6 +30,8 @@ def test_runs_and_nodes_are_grouped_and_averaged() -> None:
 def test_all_runs_kept() -> None:
     s = parse_trace(load_trace(TRACE))
     assert s.runs == 3 and s.mean_node_sum_us == pytest.approx((336 + 133 + 115) / 3)
+    assert s.run_node_us == (336.0, 133.0, 115.0) and s.node_sum_us == 133.0  # the median run
+    assert s.overhead_us == float(sorted([437 - 336, 169 - 133, 140 - 115])[1])
     assert s.nodes[0].median_us == 17.0  # runs: 117 (cold), 17, 9
     assert s.median_run_us == 169.0
 

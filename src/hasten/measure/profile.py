@@ -68,7 +68,7 @@ class ProfileResult:
     call_floor_us: float
     nodes: tuple[NodeVerdict, ...]
     op_types: tuple[OpTypeShare, ...]
-    shares: dict[str, float]   # of Σ nodes + overhead: compute, memory, overhead-bound nodes, framework
+    shares: dict[str, float]   # of Σ node medians + overhead: compute, memory, overhead-bound nodes, framework
     roofs: dict[str, Any]
     fallback_nodes: tuple[str, ...]
     advice: tuple[str, ...]
@@ -105,7 +105,7 @@ def profile(model: Any, dataset: Any, config: ProfileConfig = ProfileConfig()) -
     verdicts = tuple(_verdict(n, costs, roofs) for n in summary.nodes)
     fallback = _audit(verdicts, config)
     overhead = summary.overhead_us + floor_us
-    attributed = summary.node_sum_us + overhead  # the shares add up to 100 % of this
+    attributed = sum(v.time_us for v in verdicts) + overhead  # the shares add up to 100 % of this
     shares = _shares(verdicts, overhead, attributed)
     op_types = _by_op_type(verdicts, attributed)
     result = ProfileResult(

@@ -51,7 +51,7 @@ def _node_table(result: Any, Table: Any) -> Any:
         t.add_column(col, justify="left" if col in ("node", "op", "bound", "provider") else "right")
     for n in result.nodes[: _top(result)]:
         name = n.name if len(n.name) <= 40 else "…" + n.name[-39:]
-        t.add_row(name, n.op_type, f"{n.time_us:.1f}", f"{n.time_us / (result.node_sum_us + result.overhead_us):.1%}", f"{n.flops / 1e9:.3f}",
+        t.add_row(name, n.op_type, f"{n.time_us:.1f}", f"{n.time_us / (sum(v.time_us for v in result.nodes) + result.overhead_us):.1%}", f"{n.flops / 1e9:.3f}",
                   f"{n.intensity:.1f}", n.bound, f"{n.peak_fraction:.0%}", n.provider.replace("ExecutionProvider", ""))
     return t
 

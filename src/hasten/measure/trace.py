@@ -34,6 +34,7 @@ class TraceSummary:
     runs: int
     run_us: tuple[float, ...]        # wall time of each kept run, as ONNX Runtime saw it
     nodes: tuple[NodeTiming, ...]    # in order of first execution
+    run_node_us: tuple[float, ...] = ()  # Σ node time of each kept run
 
     @property
     def mean_run_us(self) -> float:
@@ -45,8 +46,9 @@ class TraceSummary:
 
     @property
     def node_sum_us(self) -> float:
-        """Σ over nodes of each node's median time per run."""
-        return sum(n.median_us for n in self.nodes)
+        """Σ node time of the median run. (Σ of per-node medians would be lower on a busy
+        machine, where each run has a few slow nodes: medians pick each node's calm time.)"""
+        return float(statistics.median(self.run_node_us)) if self.run_node_us else sum(n.median_us for n in self.nodes)
 
     @property
     def mean_node_sum_us(self) -> float:
@@ -54,8 +56,9 @@ class TraceSummary:
 
     @property
     def overhead_us(self) -> float:
-        """Framework overhead per run: ONNX Runtime's run time minus Σ node time (medians)."""
-        return max(self.median_run_us - self.node_sum_us, 0.0)
+        """Framework overhead per run: the median over runs of ONNX Runtime's run time minus Σ node time."""
+        gaps = [r - n for r, n in zip(self.run_us, self.run_node_us)] or [self.median_run_us - self.node_sum_us]
+        return max(float(statistics.median(gaps)), 0.0)
 
 
 def load_trace(path: str | Path) -> list[dict[str, Any]]:
@@ -94,7 +97,8 @@ def parse_trace(events: list[dict[str, Any]], skip_runs: int = 0) -> TraceSummar
             i += 1
     n = len(runs)
     nodes = tuple(_timing(name, ev, per_run[name], calls[name] / n) for name, ev in first.items())
-    return TraceSummary(n, tuple(float(r["dur"]) for r in runs), nodes)
+    totals = tuple(float(sum(times[r] for times in per_run.values())) for r in range(n))
+    return TraceSummary(n, tuple(float(r["dur"]) for r in runs), nodes, totals)
 
 
 def _timing(name: str, ev: dict[str, Any], per_run: list[float], calls: float) -> NodeTiming:
