@@ -242,11 +242,9 @@ def _repeats(quick: bool) -> int:
 
 @functools.cache
 def _cpu_flags() -> frozenset[str]:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return frozenset()
-    return frozenset(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), ()))
+    from hasten.measure.machine import cpu_flags
+
+    return cpu_flags()
 
 
 def _ort_matmul(op: str, n: int, threads: int) -> Callable[[], object]:

@@ -1,0 +1,109 @@
+"""ONNX Runtime quantization handlers: dynamic INT8, static INT8 (QDQ), FP16.
+
+Pre-processing follows ONNX Runtime's recommendation (`quant_pre_process`: symbolic shape
+inference plus its basic graph optimisations) before quantizing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hasten.compress.config import DynamicInt8, Fp16, StaticInt8
+from hasten.core import HastenError
+from hasten.measure.machine import int8_dot_product
+
+log = logging.getLogger(__name__)
+
+
+def preprocess(src: Path, dst: Path) -> dict[str, Any]:
+    """ONNX Runtime's recommended pre-processing; falls back step by step where a model resists."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    attempts = ({}, {"skip_symbolic_shape": True}, {"skip_symbolic_shape": True, "skip_optimization": True})
+    for kwargs in attempts:
+        try:
+            quant_pre_process(str(src), str(dst), **kwargs)
+            return {"preprocess": "quant_pre_process", **{k: True for k in kwargs}}
+        except Exception as exc:  # the symbolic shape inference gives up on some graphs
+            log.info("quant_pre_process(%s) failed: %s", kwargs, exc)
+    raise HastenError(f"ONNX Runtime's quantization pre-processing failed on {src}",
+                      hint="check the model with onnx.checker, or quantize with --method nncf")
+
+
+def _reduce_range(config: Any) -> bool:
+    """7-bit weights avoid U8S8 overflow on CPUs without an INT8 dot-product instruction."""
+    return config.reduce_range if config.reduce_range is not None else int8_dot_product() is None
+
+
+def dynamic(model: Any, config: DynamicInt8, data: Any, out: Path) -> dict[str, Any]:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    pre = out.with_suffix(".pre.onnx")
+    facts = preprocess(model.path, pre)
+    try:
+        quantize_dynamic(str(pre), str(out), op_types_to_quantize=list(config.op_types), per_channel=config.per_channel,
+                         reduce_range=_reduce_range(config), weight_type=QuantType.QInt8,
+                         nodes_to_exclude=list(config.nodes_to_exclude))
+    finally:
+        pre.unlink(missing_ok=True)
+    return {**facts, "weight_type": "int8", "activations": "uint8, quantized at run time",
+            "reduce_range": _reduce_range(config), "int8_dot_product": int8_dot_product()}
+
+
+def static(model: Any, config: StaticInt8, data: Any, out: Path) -> dict[str, Any]:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if data is None:
+        raise HastenError("static quantization needs calibration data", hint="pass --data file.npz (a few hundred examples)")
+    calib = data.take(config.calibration_size)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[config.calibration]
+    pre = out.with_suffix(".pre.onnx")
+    facts = preprocess(model.path, pre)
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if config.calibration == "percentile":
+        extra["CalibPercentile"] = config.percentile
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # ORT's calibrators print progress: keep stdout for results
+                quantize_static(str(pre), str(out), _Reader(calib, model), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=list(config.op_types), per_channel=config.per_channel,
+                            reduce_range=_reduce_range(config), activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=list(config.nodes_to_exclude),
+                            calibrate_method=method, extra_options=extra)
+    finally:
+        pre.unlink(missing_ok=True)
+    return {**facts, "format": "QDQ", "activation_type": "uint8 (asymmetric)", "weight_type": "int8 (symmetric)",
+            "calibration_examples": len(calib), "reduce_range": _reduce_range(config),
+            "int8_dot_product": int8_dot_product()}
+
+
+def fp16(model: Any, config: Fp16, data: Any, out: Path) -> dict[str, Any]:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = onnx.load(str(model.path))
+    half = convert_float_to_float16(proto, keep_io_types=config.keep_io_types,
+                                    node_block_list=list(config.nodes_to_exclude) or None)
+    onnx.save(half, str(out))
+    return {"keep_io_types": config.keep_io_types}
+
+
+class _Reader:
+    """Feeds calibration batches to ONNX Runtime's calibrator (batches of 8, no wrap-around)."""
+
+    def __init__(self, data: Any, model: Any, batch: int = 8) -> None:
+        self._batches: Iterator[dict[str, Any]] = iter(
+            [data.batch(i, min(batch, len(data) - i)) for i in range(0, len(data), batch)])
+        self._names = {s.name for s in model.inputs}
+
+    def get_next(self) -> dict[str, Any] | None:
+        feed = next(self._batches, None)
+        return None if feed is None else {k: v for k, v in feed.items() if k in self._names}
+
+    def rewind(self) -> None:  # part of ORT's reader protocol; one pass is all we give
+        pass

@@ -1,0 +1,67 @@
+"""`quantize()`: one verb, a config per method, a handler per config; every result has a manifest."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hasten.compress.config import QuantConfig
+from hasten.compress.manifest import manifest_for
+from hasten.core import HastenError
+from hasten.models import Model
+from hasten.models.onnx_file import read_specs
+
+Handler = Callable[[Model, Any, Any, Path], dict[str, Any]]
+
+
+def handlers() -> dict[str, Handler]:
+    """Method name -> handler; built on each call (no module-level mutable registry)."""
+    from hasten.compress import ort_quant
+
+    table: dict[str, Handler] = {"dynamic": ort_quant.dynamic, "static": ort_quant.static, "fp16": ort_quant.fp16}
+    table["nncf"] = _lazy("hasten.compress.nncf_quant", "nncf_int8")
+    table["bf16"] = _lazy("hasten.compress.nncf_quant", "bf16")
+    table["qat"] = _lazy("hasten.compress.qat", "qat")
+    return table
+
+
+def _lazy(module: str, name: str) -> Handler:
+    def call(model: Model, config: Any, data: Any, out: Path) -> dict[str, Any]:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(model, config, data, out)
+
+    return call
+
+
+def quantize(model: Model, config: QuantConfig, data: Any = None, out: str | Path | None = None) -> Model:
+    """Quantize ``model`` as ``config`` says; returns a new `Model` (the input is untouched) whose
+    ``info.extra["manifest"]`` (also saved as ``<out>.manifest.json``) records what was done."""
+    if not isinstance(config, QuantConfig) or not config.method:
+        raise HastenError(f"expected a quantization config, got {type(config).__name__}",
+                          hint="e.g. hasten.compress.StaticInt8(calibration='entropy')")
+    handler = handlers().get(config.method)
+    if handler is None:
+        raise HastenError(f"no handler for method '{config.method}'")
+    out = Path(out) if out else Path(tempfile.mkdtemp(prefix="hasten-q-")) / f"{model.name}.{config.method}.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    facts = handler(model, config, data, out)
+    manifest = manifest_for(model, out, config, facts, time.perf_counter() - start)
+    out.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=2))
+    return _derived(model, out, manifest)
+
+
+def _derived(model: Model, path: Path, manifest: dict[str, Any]) -> Model:
+    from dataclasses import replace
+
+    inputs, outputs, facts = read_specs(path)
+    recommended = manifest.get("backend")
+    info = replace(model.info, name=f"{model.name}-{manifest['method']}", source=f"quantized:{model.info.source}",
+                   path=str(path), inputs=inputs, outputs=outputs,
+                   extra={**facts, "manifest": manifest, **({"backend": recommended} if recommended else {})})
+    return Model(info, text_encoder=model.text_encoder, torch_factory=None)
