@@ -25,8 +25,9 @@ DEFAULT_TEXT_SEQ_LEN = 128
 def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr.")) -> None:
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=stderr_console(), show_path=False)], force=True)
+    logging.getLogger("hasten").setLevel(logging.INFO if verbose else logging.WARNING)  # not the libraries' chatter
 
 
 def _split_ints(text: str, what: str) -> tuple[int, ...]:
@@ -188,6 +189,62 @@ def profile(
     if plot is not None:
         write_plot(result, plot)
         stderr_console().print(f"wrote {plot}", highlight=False)
+
+
+@app.command()
+def quantize(
+    model: str = typer.Argument(..., help="Path to an .onnx file, a sentence-transformers folder, or a built-in example."),
+    method: str = typer.Option(..., "--method", "-m", help="dynamic | static | nncf | fp16 | bf16 | qat"),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the quantized .onnx (a .manifest.json goes beside it)."),
+    data: Optional[Path] = typer.Option(None, "--data", help=".npz for calibration and evaluation (default: the example's data)."),
+    calibration: str = typer.Option("minmax", "--calibration", help="static: minmax | entropy | percentile."),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="dynamic/static: one scale per tensor instead of per channel."),
+    budget: str = typer.Option("1%", "--budget", help="Allowed quality drop vs FP32: '1%' (relative) or '0.5pt' / '0.005' (absolute)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="accuracy | cosine | nn_agreement | max_abs | mean_abs | module:function [default: accuracy with labels, else cosine]."),
+    min_example: Optional[float] = typer.Option(None, "--min-example", help="Also require every example's score ≥ this (e.g. the worst cosine)."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="Where to measure speed [default: the method's backend; ort-cpu]."),
+    batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Batch sizes for the speed check."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Token length for the speed check (default 128 for text models)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for both models."),
+    steps: int = typer.Option(200, "--steps", help="qat: fine-tuning steps."),
+    no_fallback: bool = typer.Option(False, "--no-fallback", help="Do not put sensitive nodes back in float when the budget is missed."),
+    keep_if_slower: bool = typer.Option(False, "--keep-if-slower", help="Write the result even if it is not faster than FP32."),
+    time_budget_s: float = typer.Option(2.0, "--time-budget-s", help="Timed seconds per batch size and model in the speed check."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the whole result (quality, speed, trail, manifest) as JSON."),
+) -> None:
+    """Quantize under an accuracy budget: quality with its CI, fallback trail, and a speed guard."""
+    from hasten.compress import config_from_dict
+    from hasten.plan import GateConfig, quantize_under_budget
+    from hasten.plan.report import print_gate
+
+    fields = {"method": method}
+    if method in ("dynamic", "static"):
+        fields["per_channel"] = not per_tensor
+    if method == "static":
+        fields["calibration"] = calibration
+    if method == "qat":
+        fields["steps"] = steps
+    qconfig = config_from_dict(fields)
+    m = _load(model)
+    dataset, seq_len = _data_for(m, data, seq_len)
+    if data is None and not m.info.source.startswith("example:") and method in ("static", "nncf", "qat"):
+        raise HastenError(f"--method {method} needs calibration data", hint="pass --data file.npz (a few hundred examples)")
+    gate = GateConfig(budget=budget, metric=metric, min_example=min_example, backend=backend, threads=threads,
+                      batch_sizes=_split_ints(batch_sizes, "--batch-sizes"), seq_len=seq_len,
+                      time_budget_s=time_budget_s, fallback=not no_fallback, keep_if_slower=keep_if_slower)
+    with stderr_console().status(f"quantizing ({method}), evaluating, then timing against FP32…"):
+        result = quantize_under_budget(m, qconfig, dataset, gate, out)
+    print_gate(result, m.path.stat().st_size)
+    if json_out is not None:
+        import json
+
+        json_out.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    if not result.accepted:
+        stderr_console().print(f"[bold red]refused:[/] {result.refused}", highlight=False, soft_wrap=True)
+        stderr_console().print("  nothing was written" + ("" if keep_if_slower else "; --keep-if-slower keeps a result "
+                                                         "that is only refused for speed"), highlight=False)
+        raise typer.Exit(3)
+    stderr_console().print(f"wrote {out} and {out.with_suffix('.manifest.json')}", highlight=False)
 
 
 def _batch_sizes(text: str | None, model: Any, flag: str = "--batch-sizes") -> tuple[int, ...]:

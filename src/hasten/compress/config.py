@@ -23,9 +23,8 @@ class QuantConfig:
     nodes_to_exclude: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         d["method"] = self.method
-        d["nodes_to_exclude"] = list(self.nodes_to_exclude)
         return d
 
     def excluding(self, nodes: tuple[str, ...]) -> "QuantConfig":
@@ -51,7 +50,8 @@ class StaticInt8(QuantConfig):
     method: ClassVar[str] = "static"
     calibration: str = "minmax"
     per_channel: bool = True
-    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
+    # MaxPool is exact in int8 and keeps a CNN's data in int8 between convolutions
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv", "MaxPool")
     calibration_size: int = 128
     percentile: float = 99.999
     reduce_range: bool | None = None

@@ -35,6 +35,11 @@ def preprocess(src: Path, dst: Path) -> dict[str, Any]:
                       hint="check the model with onnx.checker, or quantize with --method nncf")
 
 
+def _excluded(config: Any) -> list[str]:
+    """ORT rewrites a Gemm into ``<name>_MatMul`` + Add before quantizing it: exclude both names."""
+    return [n for name in config.nodes_to_exclude for n in (name, f"{name}_MatMul")]
+
+
 def _reduce_range(config: Any) -> bool:
     """7-bit weights avoid U8S8 overflow on CPUs without an INT8 dot-product instruction."""
     return config.reduce_range if config.reduce_range is not None else int8_dot_product() is None
@@ -48,7 +53,7 @@ def dynamic(model: Any, config: DynamicInt8, data: Any, out: Path) -> dict[str, 
     try:
         quantize_dynamic(str(pre), str(out), op_types_to_quantize=list(config.op_types), per_channel=config.per_channel,
                          reduce_range=_reduce_range(config), weight_type=QuantType.QInt8,
-                         nodes_to_exclude=list(config.nodes_to_exclude))
+                         nodes_to_exclude=_excluded(config))
     finally:
         pre.unlink(missing_ok=True)
     return {**facts, "weight_type": "int8", "activations": "uint8, quantized at run time",
@@ -68,18 +73,41 @@ def static(model: Any, config: StaticInt8, data: Any, out: Path) -> dict[str, An
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if config.calibration == "percentile":
         extra["CalibPercentile"] = config.percentile
+    reader, cache = _Reader(calib, model), None
     try:
         with contextlib.redirect_stdout(sys.stderr):  # ORT's calibrators print progress: keep stdout for results
-                quantize_static(str(pre), str(out), _Reader(calib, model), quant_format=QuantFormat.QDQ,
+            if config.calibration == "entropy":
+                reader, cache = None, _entropy_ranges(pre, config, _Reader(calib, model))
+            quantize_static(str(pre), str(out), reader, calibration_cache_path=cache, quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(config.op_types), per_channel=config.per_channel,
                             reduce_range=_reduce_range(config), activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, nodes_to_exclude=list(config.nodes_to_exclude),
+                            weight_type=QuantType.QInt8, nodes_to_exclude=_excluded(config),
                             calibrate_method=method, extra_options=extra)
     finally:
         pre.unlink(missing_ok=True)
+        if cache is not None:
+            cache.unlink(missing_ok=True)
     return {**facts, "format": "QDQ", "activation_type": "uint8 (asymmetric)", "weight_type": "int8 (symmetric)",
             "calibration_examples": len(calib), "reduce_range": _reduce_range(config),
             "int8_dot_product": int8_dot_product()}
+
+
+def _entropy_ranges(pre: Path, config: StaticInt8, reader: Any) -> Path:
+    """Entropy (KL) calibration with a 2048-bin histogram. quantize_static() cannot pass the bin
+    count, and its default of 128 histogram bins for 128 quantized bins leaves the KL search a
+    single candidate — the full range — so "entropy" would silently equal MinMax."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator, save_tensors_data
+
+    tmp = Path(tempfile.mkdtemp(prefix="hasten-calib-"))
+    calibrator = create_calibrator(pre, list(config.op_types), augmented_model_path=str(tmp / "augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.Entropy,
+                                   extra_options={"num_bins": 2048, "num_quantized_bins": 128, "symmetric": False})
+    calibrator.collect_data(reader)
+    cache = tmp / "ranges.json"
+    save_tensors_data(calibrator.compute_data(), cache)
+    return cache
 
 
 def fp16(model: Any, config: Fp16, data: Any, out: Path) -> dict[str, Any]:

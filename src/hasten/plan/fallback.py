@@ -1,0 +1,66 @@
+"""Accuracy-aware fallback: keep the most sensitive quantized nodes in float until the budget holds."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# score(excluded nodes) -> (quality value, passes the budget?)
+Scorer = Callable[[tuple[str, ...]], tuple[float, bool]]
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    node: str
+    gain: float      # quality with only this node in float, minus quality with all quantized
+    cost: int        # float weights it keeps (bytes): the speed we give up
+    priority: float  # gain per MB kept in float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrailStep:
+    excluded: tuple[str, ...]
+    value: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"excluded": list(self.excluded), "value": self.value, "passed": self.passed}
+
+
+def sensitivities(nodes: list[str], base_value: float, score: Scorer, costs: dict[str, int],
+                  higher_is_better: bool, progress: Callable[[int, int], None] | None = None) -> list[Sensitivity]:
+    """Each node's quality gain when only it is kept in float, ranked most useful first:
+    largest gain per byte of weights kept in float (cheapest-first among equally sensitive)."""
+    out = []
+    for i, node in enumerate(nodes):
+        value, _ = score((node,))
+        gain = (value - base_value) if higher_is_better else (base_value - value)
+        cost = max(costs.get(node, 1), 1)
+        out.append(Sensitivity(node, gain, cost, gain / (cost / 1e6)))
+        if progress is not None:
+            progress(i + 1, len(nodes))
+    return sorted(out, key=lambda s: (-s.priority, -s.gain))
+
+
+def greedy_fallback(ranked: list[Sensitivity], score: Scorer, total: int, start: tuple[str, ...] = (),
+                    max_steps: int | None = None) -> tuple[list[TrailStep], bool]:
+    """Exclude nodes in ranked order until the budget holds; returns the trail and success.
+    Stops when only one of the ``total`` quantized nodes would remain (all-float-but-one)."""
+    trail: list[TrailStep] = []
+    excluded = start
+    limit = total - 1 if max_steps is None else min(max_steps, total - 1)
+    for s in ranked[:limit]:
+        excluded = excluded + (s.node,)
+        value, passed = score(excluded)
+        trail.append(TrailStep(excluded, value, passed))
+        log.info("fallback: +%s in float -> %.5f (%s)", s.node, value, "pass" if passed else "miss")
+        if passed:
+            return trail, True
+    return trail, False

@@ -1,0 +1,203 @@
+"""`quantize_under_budget()`: quantize, check quality against the budget (falling back node by
+node when it misses), then refuse the result unless it is measurably faster."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hasten.compress import QuantConfig, quantize
+from hasten.core import HastenError
+from hasten.core.quality import Quality
+from hasten.models import Dataset, Model
+from hasten.plan.fallback import Sensitivity, TrailStep, greedy_fallback, sensitivities
+from hasten.plan.guard import GuardVerdict, speed_check, why_not_faster
+from hasten.runtime import BackendConfig, compile
+from hasten.verify import Budget, BudgetVerdict, check_budget, collect_outputs, get_metric, paired_drop, perfect
+from hasten.verify.evaluate import evaluate_scores
+
+log = logging.getLogger(__name__)
+CALIBRATING = ("static", "nncf", "qat")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The accuracy budget, how quality is measured, and where speed is measured."""
+
+    budget: str = "1%"
+    metric: str | None = None          # None: accuracy when the data has labels, else cosine
+    min_example: float | None = None   # optional floor on the worst example's score (e.g. min cosine)
+    backend: str | None = None         # None: the method's recommended backend, else ort-cpu
+    threads: int | None = None
+    batch_sizes: tuple[int, ...] = (1, 8)
+    seq_len: int | None = None
+    time_budget_s: float = 2.0
+    fallback: bool = True
+    max_fallback_steps: int | None = None
+    keep_if_slower: bool = False
+    eval_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        Budget.parse(self.budget)  # validates
+        if self.metric is not None:
+            get_metric(self.metric)
+
+
+@dataclass
+class GateResult:
+    accepted: bool
+    model: Model | None
+    backend: str
+    baseline_quality: Quality
+    quality: Quality
+    verdict: BudgetVerdict
+    guard: GuardVerdict | None
+    manifest: dict[str, Any]
+    sensitivities: list[Sensitivity] = field(default_factory=list)
+    trail: list[TrailStep] = field(default_factory=list)
+    refused: str | None = None
+    split: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "backend": self.backend, "refused": self.refused, "split": self.split,
+                "baseline_quality": self.baseline_quality.to_dict(), "quality": self.quality.to_dict(),
+                "verdict": self.verdict.to_dict(), "guard": self.guard.to_dict() if self.guard else None,
+                "sensitivities": [s.to_dict() for s in self.sensitivities],
+                "trail": [t.to_dict() for t in self.trail], "manifest": self.manifest}
+
+
+def split(data: Dataset, config: QuantConfig) -> tuple[Dataset, Dataset]:
+    """Disjoint calibration and evaluation parts (calibrating on the evaluation data flatters)."""
+    if config.method not in CALIBRATING:
+        return data, data
+    want = getattr(config, "calibration_size", None) or getattr(config, "subset_size", None) or 128
+    k = min(want, len(data) // 2)
+    if k < 1:
+        raise HastenError(f"{len(data)} examples are too few to calibrate and evaluate", hint="pass at least 2 examples")
+    tail = np.arange(k, len(data))
+    return data.take(k), Dataset({n: a[tail] for n, a in data.inputs.items()},
+                                 None if data.labels is None else data.labels[tail], data.name + "-eval",
+                                 None if data.texts is None else data.texts[k:])
+
+
+class _Gate:
+    """Holds what every trial shares: the baseline outputs, the data split, the budget."""
+
+    def __init__(self, model: Model, qconfig: QuantConfig, data: Dataset, gate: GateConfig, backend: str) -> None:
+        self.model, self.qconfig, self.gate, self.backend = model, qconfig, gate, backend
+        self.calib, self.eval = split(data, qconfig)
+        self.metric = get_metric(gate.metric or ("accuracy" if data.labels is not None else "cosine"))
+        self.budget = Budget.parse(gate.budget)
+        self.bcfg = BackendConfig(threads=gate.threads)
+        self.tmp = Path(tempfile.mkdtemp(prefix="hasten-gate-"))
+        baseline = compile(model, backend, self.bcfg)
+        self.reference = collect_outputs(baseline, self.eval, batch_size=gate.eval_batch_size)
+        if self.metric.needs_labels:
+            self.base_quality, self.base_scores = evaluate_scores(baseline, self.eval, self.metric.name,
+                                                                  batch_size=gate.eval_batch_size)
+        else:
+            self.base_quality, self.base_scores = perfect(self.metric.name, len(self.eval)), None
+        self.baseline = baseline
+        self.trials = 0
+
+    def trial(self, excluded: tuple[str, ...]) -> tuple[Model, Quality, BudgetVerdict]:
+        self.trials += 1
+        out = self.tmp / f"trial{self.trials}.onnx"
+        variant = quantize(self.model, self.qconfig.excluding(excluded), self.calib, out)
+        runner = compile(variant, self.backend, self.bcfg)
+        target = None if self.metric.needs_labels else self.reference
+        quality, scores = evaluate_scores(runner, self.eval, self.metric.name, baseline=target,
+                                          batch_size=self.gate.eval_batch_size)
+        paired = None
+        if self.base_scores is not None:  # same examples on both sides: the paired CI is the honest one
+            paired = paired_drop(self.base_scores, scores, higher_is_better=self.metric.higher_is_better)[1]
+        verdict = check_budget(self.base_quality, quality, self.budget, paired_drop_ci=paired)
+        if self.gate.min_example is not None:
+            worst = quality.extra.get("min", quality.value)
+            if worst < self.gate.min_example:
+                verdict = BudgetVerdict(False, False, verdict.drop, verdict.drop_ci, verdict.allowed,
+                                        verdict.message + f"; worst example {worst:.4f} < floor {self.gate.min_example}")
+        return variant, quality, verdict
+
+    def score(self, excluded: tuple[str, ...]) -> tuple[float, bool]:
+        _, quality, verdict = self.trial(excluded)
+        return quality.value, verdict.passed
+
+
+def quantize_under_budget(model: Model, qconfig: QuantConfig, data: Dataset, gate: GateConfig = GateConfig(),
+                          out: str | Path | None = None) -> GateResult:
+    """The whole gate: quantize → quality vs budget (→ sensitivity fallback) → speed guard."""
+    backend = gate.backend or _recommended_backend(qconfig) or "ort-cpu"
+    g = _Gate(model, qconfig, data, gate, backend)
+    variant, quality, verdict = g.trial(qconfig.nodes_to_exclude)
+    ranked, trail = [], []
+    if not verdict.passed and gate.fallback:
+        variant, quality, verdict, ranked, trail = _fallback(g, variant, quality)
+    manifest = dict(variant.info.extra.get("manifest", {}))
+    result = GateResult(False, None, backend, g.base_quality, quality, verdict, None, manifest, ranked, trail,
+                        split={"calibration": len(g.calib) if qconfig.method in CALIBRATING else 0, "evaluation": len(g.eval)})
+    if not verdict.passed:
+        result.refused = "quality: " + verdict.message + (
+            "; even the all-float-but-one model misses the budget" if trail else "")
+        return result
+    runner = compile(variant, backend, g.bcfg)
+    guard = speed_check(g.baseline, runner, g.eval, gate.batch_sizes, gate.seq_len, gate.time_budget_s)
+    if not guard.faster:
+        reasons = tuple(why_not_faster(manifest, backend, guard.rows, variant.path, g.bcfg.resolved_threads()))
+        guard = GuardVerdict(False, guard.rows, reasons)
+    result.guard = guard
+    if not guard.faster and not gate.keep_if_slower:
+        result.refused = "speed: not faster than the FP32 baseline beyond noise — " + "; ".join(guard.reasons)
+        return result
+    result.accepted, result.model = True, _save(variant, out)
+    result.manifest = dict(result.model.info.extra.get("manifest", manifest))
+    return result
+
+
+def _fallback(g: _Gate, variant: Model, quality: Quality) -> tuple[Any, ...]:
+    manifest = variant.info.extra["manifest"]
+    nodes = list(manifest.get("quantized_nodes", []))
+    if len(nodes) < 2:
+        return variant, quality, g.trial(())[2], [], []
+    costs = _weight_bytes(g.model.path)
+    ranked = sensitivities(nodes, quality.value, g.score, costs, g.metric.higher_is_better)
+    trail, ok = greedy_fallback(ranked, g.score, len(nodes), start=g.qconfig.nodes_to_exclude,
+                                max_steps=g.gate.max_fallback_steps)
+    last = trail[-1].excluded if trail else g.qconfig.nodes_to_exclude
+    variant, quality, verdict = g.trial(last) if trail else (variant, quality, g.trial(())[2])
+    return variant, quality, verdict, ranked, trail
+
+
+def _weight_bytes(path: Path) -> dict[str, int]:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    sizes = {i.name: numpy_helper.to_array(i).nbytes for i in graph.initializer}
+    return {n.name: sum(sizes.get(i, 0) for i in n.input) for n in graph.node}
+
+
+def _recommended_backend(qconfig: QuantConfig) -> str | None:
+    return {"nncf": "openvino", "bf16": "openvino-bf16"}.get(qconfig.method)
+
+
+def _save(variant: Model, out: str | Path | None) -> Model:
+    if out is None:
+        return variant
+    import json
+    import shutil
+    from dataclasses import replace
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(variant.path, out)
+    manifest = dict(variant.info.extra["manifest"])
+    manifest["output"] = {**manifest.get("output", {}), "path": str(out)}
+    out.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=2))
+    info = replace(variant.info, path=str(out), extra={**variant.info.extra, "manifest": manifest})
+    return Model(info, text_encoder=variant.text_encoder)

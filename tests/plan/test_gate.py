@@ -1,0 +1,143 @@
+"""The quantization gate: structure of what it produces, the fallback trail, the speed guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import hasten
+from hasten.cli import app
+from hasten.compress import DynamicInt8, StaticInt8, config_from_dict, quantize
+from hasten.core import HastenError
+from hasten.models import Dataset
+from hasten.plan import GateConfig, quantize_under_budget
+
+torch = pytest.importorskip("torch")
+
+
+def mlp(tmp_path: Path, outlier: float = 0.0, width: int = 64, seed: int = 0) -> hasten.Model:
+    """Three Linear layers; ``outlier`` plants one huge weight in the middle layer, which makes
+    per-tensor INT8 crush that layer's other weights."""
+    torch.manual_seed(seed)
+    module = torch.nn.Sequential(torch.nn.Linear(32, width), torch.nn.ReLU(), torch.nn.Linear(width, width),
+                                 torch.nn.ReLU(), torch.nn.Linear(width, 8)).eval()
+    if outlier:
+        with torch.no_grad():
+            module[2].weight[0, 0] = outlier
+    return hasten.load_model(module, example_input=torch.randn(2, 32), path=tmp_path / "mlp.onnx")
+
+
+def data(n: int = 256, seed: int = 1) -> Dataset:
+    x = np.random.default_rng(seed).standard_normal((n, 32)).astype(np.float32)
+    return Dataset({"input": x}, name="synthetic")
+
+
+def test_dynamic_quantizes_every_linear_and_writes_a_manifest(tmp_path: Path) -> None:
+    model = mlp(tmp_path)
+    q = quantize(model, DynamicInt8(), data(), tmp_path / "q.onnx")
+    man = json.loads((tmp_path / "q.manifest.json").read_text())
+    assert man == q.info.extra["manifest"]
+    assert man["method"] == "dynamic" and man["config"]["per_channel"] is True
+    assert len(man["quantized_nodes"]) == 3 and man["float_nodes"] == []
+    assert man["op_counts"].get("MatMulInteger") == 3
+    assert man["source"]["sha256"] != man["output"]["sha256"] and man["output"]["bytes"] < man["size_before_bytes"]
+    assert {"onnx", "onnxruntime"} <= set(man["versions"])
+    assert model.path.exists() and q.path != model.path  # the input is untouched
+
+
+def test_excluded_nodes_stay_float(tmp_path: Path) -> None:
+    model = mlp(tmp_path)
+    first = quantize(model, DynamicInt8(), data(), tmp_path / "a.onnx").info.extra["manifest"]["quantized_nodes"][0]
+    man = quantize(model, DynamicInt8(nodes_to_exclude=(first,)), data(), tmp_path / "b.onnx").info.extra["manifest"]
+    assert man["float_nodes"] == [first] and first not in man["quantized_nodes"]
+
+
+def _activation_scales(path: Path) -> list[float]:
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    return [float(inits[n.input[1]]) for n in g.node if n.op_type == "QuantizeLinear" and inits[n.input[1]].size == 1]
+
+
+def test_calibration_methods_give_different_scales(tmp_path: Path) -> None:
+    model = mlp(tmp_path)
+    heavy = data()
+    heavy.inputs["input"][::50] *= 40.0  # rare large activations: MinMax stretches, entropy/percentile clip
+    scales = {c: _activation_scales(quantize(model, StaticInt8(calibration=c), heavy, tmp_path / f"{c}.onnx").path)
+              for c in ("minmax", "entropy", "percentile")}
+    assert len(scales["minmax"]) >= 3
+    assert scales["minmax"] != scales["entropy"] and scales["entropy"] != scales["percentile"]
+    assert max(scales["percentile"]) < max(scales["minmax"])  # the clipped range gives a finer step
+
+
+def test_fallback_puts_the_sensitive_layer_back_in_float(tmp_path: Path) -> None:
+    model = mlp(tmp_path, outlier=60.0)
+    gate = GateConfig(budget="3%", metric="cosine", batch_sizes=(64,), time_budget_s=0.2, keep_if_slower=True,
+                      threads=1)
+    result = quantize_under_budget(model, DynamicInt8(per_channel=False), data(), gate, tmp_path / "out.onnx")
+    assert result.trail, "the per-tensor model (cosine ~0.88) should miss a 3 % budget and fall back"
+    assert result.sensitivities[0].node == "/2/Gemm"  # the layer with the planted outlier
+    assert len(result.trail) == 1 and result.trail[0].excluded == ("/2/Gemm",)
+    assert result.verdict.passed and result.accepted
+    assert result.sensitivities[0].node in result.manifest["float_nodes"]
+    assert (tmp_path / "out.onnx").exists() and (tmp_path / "out.manifest.json").exists()
+
+
+def test_gives_up_when_even_all_float_but_one_misses(tmp_path: Path) -> None:
+    model = mlp(tmp_path)
+    gate = GateConfig(budget="0", metric="max_abs", batch_sizes=(8,), time_budget_s=0.2)
+    result = quantize_under_budget(model, DynamicInt8(), data(), gate, tmp_path / "never.onnx")
+    assert not result.accepted and "all-float-but-one" in result.refused
+    assert len(result.trail) == 2  # three quantized nodes: at most two go back to float
+    assert not (tmp_path / "never.onnx").exists()
+
+
+def test_guard_refuses_a_model_that_is_not_faster(tmp_path: Path) -> None:
+    """A tiny graph at batch 1 is all per-call overhead: quantizing only adds (de)quantize work."""
+    model = mlp(tmp_path, width=16)
+    gate = GateConfig(budget="5%", metric="cosine", batch_sizes=(1,), time_budget_s=0.5, threads=1)
+    result = quantize_under_budget(model, StaticInt8(), data(), gate, tmp_path / "slow.onnx")
+    assert result.verdict.passed
+    assert not result.accepted and result.refused.startswith("speed: not faster")
+    assert result.guard is not None and not result.guard.rows[0].faster_beyond_noise
+    assert any("tiny" in r for r in result.guard.reasons)
+    assert not (tmp_path / "slow.onnx").exists()
+    kept = quantize_under_budget(model, StaticInt8(), data(), GateConfig(
+        budget="5%", metric="cosine", batch_sizes=(1,), time_budget_s=0.2, threads=1, keep_if_slower=True),
+        tmp_path / "kept.onnx")
+    assert kept.accepted and (tmp_path / "kept.onnx").exists()
+
+
+def test_bad_configs_and_missing_data(tmp_path: Path) -> None:
+    with pytest.raises(HastenError, match="unknown calibration method 'kl'"):
+        StaticInt8(calibration="kl")
+    with pytest.raises(HastenError, match="unknown quantization method 'int4'"):
+        config_from_dict({"method": "int4"})
+    with pytest.raises(HastenError, match=r"unknown field\(s\) \['bits'\]"):
+        config_from_dict({"method": "dynamic", "bits": 4})
+    with pytest.raises(HastenError, match="needs calibration data"):
+        quantize(mlp(tmp_path), StaticInt8(), None, tmp_path / "x.onnx")
+    with pytest.raises(HastenError):
+        GateConfig(budget="lots")
+    with pytest.raises(HastenError, match="unknown metric"):
+        GateConfig(metric="bleu")
+
+
+def test_cli_quantize(tmp_path: Path) -> None:
+    model = mlp(tmp_path)
+    data().save_npz(tmp_path / "d.npz")
+    out = tmp_path / "q.onnx"
+    res = CliRunner().invoke(app, ["quantize", str(model.path), "--method", "dynamic", "--data", str(tmp_path / "d.npz"),
+                                   "--metric", "cosine", "--budget", "5%", "--batch-sizes", "32", "--time-budget-s",
+                                   "0.2", "--keep-if-slower", "-o", str(out), "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert "speed-up" in res.stdout and "quality (cosine)" in res.stdout and "nodes quantized: 3" in res.stdout
+    assert out.exists() and json.loads((tmp_path / "r.json").read_text())["accepted"] is True
+    bad = CliRunner().invoke(app, ["quantize", str(model.path), "--method", "static", "-o", str(out)])
+    assert bad.exit_code != 0 and "needs calibration data" in str(bad.exception)
