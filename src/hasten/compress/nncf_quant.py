@@ -13,10 +13,13 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hasten.compress.config import Bf16, NncfInt8
 from hasten.core import HastenError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from hasten.models import Dataset, Model
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ def has_attention(proto: Any, max_hops: int = 4) -> bool:
     return False
 
 
-def calibration_items(model: Any, data: Any, size: int) -> list[dict[str, Any]]:
+def calibration_items(model: Model, data: Dataset, size: int) -> list[dict[str, Any]]:
     """``size`` single-example feeds (name -> array) for the model's inputs; token inputs keep
     each example's own length, so calibration sees the real spread of sequence lengths."""
     names = [s.name for s in model.inputs]
@@ -79,7 +82,7 @@ def _nncf_output_to_stderr() -> Iterator[None]:
             h.setStream(sys.stdout)
 
 
-def nncf_int8(model: Any, config: NncfInt8, data: Any, out: Path) -> dict[str, Any]:
+def nncf_int8(model: Model, config: NncfInt8, data: Dataset | None, out: Path) -> dict[str, Any]:
     """NNCF post-training INT8 of the ONNX model; writes a QDQ ONNX model (weights inline) to ``out``."""
     if data is None:
         raise HastenError("nncf quantization needs calibration data",
@@ -109,7 +112,7 @@ def nncf_int8(model: Any, config: NncfInt8, data: Any, out: Path) -> dict[str, A
             "ignored_nodes": list(config.nodes_to_exclude)}
 
 
-def bf16(model: Any, config: Bf16, data: Any, out: Path) -> dict[str, Any]:
+def bf16(model: Model, config: Bf16, data: Dataset | None, out: Path) -> dict[str, Any]:
     """BF16 is a precision the backend runs, not a graph change: the ONNX file is copied unchanged
     and the result recommends ``openvino-bf16``. Refused on CPUs without native BF16."""
     from hasten.runtime.openvino import cpu_capabilities

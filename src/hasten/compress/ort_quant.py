@@ -20,19 +20,53 @@ from hasten.measure.machine import int8_dot_product
 log = logging.getLogger(__name__)
 
 
+_PRE = ("import json, sys\n"
+        "from onnxruntime.quantization.shape_inference import quant_pre_process\n"
+        "quant_pre_process(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3]))\n")
+
+
 def preprocess(src: Path, dst: Path) -> dict[str, Any]:
-    """ONNX Runtime's recommended pre-processing; falls back step by step where a model resists."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    """ONNX Runtime's recommended pre-processing; falls back step by step where a model resists.
+
+    Runs in a child process inside a temporary folder: when its symbolic shape inference gives up
+    it leaves a copy of the model (plus a weights file) in the working directory.
+    """
+    import json
+    import subprocess
+    import tempfile
 
     attempts = ({}, {"skip_symbolic_shape": True}, {"skip_symbolic_shape": True, "skip_optimization": True})
+    errors = []
     for kwargs in attempts:
-        try:
-            quant_pre_process(str(src), str(dst), **kwargs)
+        with tempfile.TemporaryDirectory(prefix="hasten-pre-") as tmp:
+            proc = subprocess.run([sys.executable, "-c", _PRE, str(Path(src).resolve()), str(Path(dst).resolve()),
+                                   json.dumps(kwargs)], cwd=tmp, capture_output=True, text=True)
+        if proc.returncode == 0 and Path(dst).exists():
             return {"preprocess": "quant_pre_process", **{k: True for k in kwargs}}
-        except Exception as exc:  # the symbolic shape inference gives up on some graphs
-            log.info("quant_pre_process(%s) failed: %s", kwargs, exc)
-    raise HastenError(f"ONNX Runtime's quantization pre-processing failed on {src}",
+        errors.append(proc.stderr.strip().splitlines()[-1:] or ["?"])
+        log.info("quant_pre_process(%s) failed: %s", kwargs, errors[-1])
+    raise HastenError(f"ONNX Runtime's quantization pre-processing failed on {src}: {errors[-1][0]}",
                       hint="check the model with onnx.checker, or quantize with --method nncf")
+
+
+def is_preprocessed(path: Path) -> bool:
+    import onnx
+
+    meta = onnx.load(str(path), load_external_data=False).metadata_props
+    return any(p.key == "onnx.quant.pre_process" for p in meta)
+
+
+def prepared(model: Any, out: Path) -> tuple[Path, dict[str, Any]]:
+    """The model as the quantizer should see it: pre-processed once (skipped if it already is)."""
+    if is_preprocessed(model.path):
+        return model.path, {"preprocess": "quant_pre_process (done before)"}
+    pre = out.with_suffix(".pre.onnx")
+    return pre, preprocess(model.path, pre)
+
+
+def _cleanup(pre: Path, model: Any) -> None:
+    if pre != model.path:
+        pre.unlink(missing_ok=True)
 
 
 def _excluded(config: Any) -> list[str]:
@@ -48,14 +82,13 @@ def _reduce_range(config: Any) -> bool:
 def dynamic(model: Any, config: DynamicInt8, data: Any, out: Path) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    pre = out.with_suffix(".pre.onnx")
-    facts = preprocess(model.path, pre)
+    pre, facts = prepared(model, out)
     try:
         quantize_dynamic(str(pre), str(out), op_types_to_quantize=list(config.op_types), per_channel=config.per_channel,
                          reduce_range=_reduce_range(config), weight_type=QuantType.QInt8,
                          nodes_to_exclude=_excluded(config))
     finally:
-        pre.unlink(missing_ok=True)
+        _cleanup(pre, model)
     return {**facts, "weight_type": "int8", "activations": "uint8, quantized at run time",
             "reduce_range": _reduce_range(config), "int8_dot_product": int8_dot_product()}
 
@@ -68,8 +101,7 @@ def static(model: Any, config: StaticInt8, data: Any, out: Path) -> dict[str, An
     calib = data.take(config.calibration_size)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.calibration]
-    pre = out.with_suffix(".pre.onnx")
-    facts = preprocess(model.path, pre)
+    pre, facts = prepared(model, out)
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if config.calibration == "percentile":
         extra["CalibPercentile"] = config.percentile
@@ -84,7 +116,7 @@ def static(model: Any, config: StaticInt8, data: Any, out: Path) -> dict[str, An
                             weight_type=QuantType.QInt8, nodes_to_exclude=_excluded(config),
                             calibrate_method=method, extra_options=extra)
     finally:
-        pre.unlink(missing_ok=True)
+        _cleanup(pre, model)
         if cache is not None:
             cache.unlink(missing_ok=True)
     return {**facts, "format": "QDQ", "activation_type": "uint8 (asymmetric)", "weight_type": "int8 (symmetric)",

@@ -1,12 +1,11 @@
 """Quantization-aware training for models that came from torch, exported as a QDQ ONNX model.
 
 Each ``nn.Linear`` / ``nn.Conv2d`` of a copy of the module is fake-quantized: its weight int8
-symmetric per output channel (scale = max|w| / 127, recomputed every step), its input activation
-uint8 asymmetric per tensor. Activation ranges start from a MinMax observer over a calibration
-pass (as ONNX Runtime static quantization calibrates) and are then *learned* with the weights
-(LSQ: ``torch._fake_quantize_learnable_per_tensor_affine``), so training may trade the range of a
-few outliers for resolution of the rest. The fake-quant ops export as QuantizeLinear /
-DequantizeLinear pairs that ONNX Runtime runs. torch is imported only inside functions.
+symmetric per output channel (scale = max|w| / 127, or /63 without VNNI, recomputed every step),
+its input activation uint8 asymmetric per tensor, starting from a MinMax observer over a
+calibration pass and then *learned* with the weights (LSQ,
+``torch._fake_quantize_learnable_per_tensor_affine``). The fake-quant ops export as
+QuantizeLinear / DequantizeLinear pairs that ONNX Runtime runs. torch is imported lazily.
 """
 
 from __future__ import annotations
@@ -17,18 +16,21 @@ import math
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hasten.compress.config import Qat
 from hasten.core import HastenError
 
+if TYPE_CHECKING:
+    from hasten.models import Dataset, Model
+
 CALIBRATION_EXAMPLES = 256
 EXPORT_RTOL = 0.05  # fake-quant rounding (x*(1/s) vs x/s) may flip a few buckets; a wrong graph is far off
 
 
-def qat(model: Any, config: Qat, data: Any, out: Path) -> dict[str, Any]:
+def qat(model: Model, config: Qat, data: Dataset | None, out: Path) -> dict[str, Any]:
     """Fine-tune a fake-quantized copy of ``model``'s torch module on ``data``; export QDQ ONNX to ``out``."""
     if not model.has_torch:
         raise HastenError(f"qat needs the PyTorch module of '{model.name}', which was loaded from {model.info.source}",
@@ -49,7 +51,7 @@ def qat(model: Any, config: Qat, data: Any, out: Path) -> dict[str, Any]:
     return facts
 
 
-def _train(model: Any, config: Qat, data: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
+def _train(model: Model, config: Qat, data: Dataset, torch: Any) -> tuple[Any, dict[str, Any]]:
     from hasten.measure.machine import int8_dot_product
 
     weight_qmax = 127 if int8_dot_product() is not None else 63  # 7-bit weights avoid U8S8 overflow without VNNI
@@ -89,7 +91,7 @@ def _train(model: Any, config: Qat, data: Any, torch: Any) -> tuple[Any, dict[st
                      "observers": observers}
 
 
-def _batches(model: Any, data: Any, config: Qat, torch: Any) -> list[tuple[tuple[Any, ...], np.ndarray | None]]:
+def _batches(model: Model, data: Dataset, config: Qat, torch: Any) -> list[tuple[tuple[Any, ...], np.ndarray | None]]:
     """(input tensors in model input order, labels or None) for each distinct training batch, from
     a seeded shuffle of the data (sorted data sets would otherwise train on one class at a time)."""
     from hasten.models.dataset import Dataset
@@ -108,7 +110,7 @@ def _batches(model: Any, data: Any, config: Qat, torch: Any) -> list[tuple[tuple
     return batches
 
 
-def _targets(model: Any, batches: list[tuple[tuple[Any, ...], np.ndarray | None]],
+def _targets(model: Model, batches: list[tuple[tuple[Any, ...], np.ndarray | None]],
              torch: Any) -> tuple[list[Any], str, Callable[[tuple, Any], Any]]:
     """Labels for classifiers (cross-entropy); otherwise the FP32 module's outputs (MSE), computed
     once here so that the training loop pays only for the student."""
@@ -124,7 +126,7 @@ def _targets(model: Any, batches: list[tuple[tuple[Any, ...], np.ndarray | None]
             lambda outs, ref: sum(functional.mse_loss(o, r) for o, r in zip(outs, ref) if o.is_floating_point()))
 
 
-def _export(model: Any, student: Any, data: Any, out: Path, torch: Any) -> dict[str, Any]:
+def _export(model: Model, student: Any, data: Dataset, out: Path, torch: Any) -> dict[str, Any]:
     """Legacy (TorchScript) export, opset 18, with the source model's names and dynamic axes;
     then check ONNX Runtime computes what the fake-quantized module computes."""
     import warnings
@@ -270,7 +272,8 @@ def _fake_quant_classes() -> tuple[type, type]:
 
         def set_mode(self, mode: str) -> None:
             if mode == "train" and self.qat_mode == "observe":
-                lo, hi = min(float(self.min_val), 0.0), max(float(self.max_val), 0.0)
+                seen = bool(self.min_val <= self.max_val)  # a layer the calibration never reached gets [0, 1]
+                lo, hi = (min(float(self.min_val), 0.0), max(float(self.max_val), 0.0)) if seen else (0.0, 1.0)
                 scale = max((hi - lo) / 255.0, 1e-8)
                 self.scale.data.fill_(scale)
                 self.calibrated_scale = scale
@@ -308,14 +311,19 @@ def _fake_quant_classes() -> tuple[type, type]:
             w = self.weight.detach()
             return (w.abs().amax(dim=tuple(range(1, w.ndim))) / self.weight_qmax).clamp(min=1e-8)
 
-        def quantized_weight(self) -> Any:
+        def quantized_weight(self, transposed: bool = False) -> Any:
             scale = self.weight_scale if self.qat_mode == "export" else self._weight_scale()
             zp = torch.zeros(self.weight.shape[0], dtype=torch.int32)
-            return torch.fake_quantize_per_channel_affine(self.weight, scale, zp, 0, -128, 127)
+            w, axis = (self.weight.t(), 1) if transposed else (self.weight, 0)
+            return torch.fake_quantize_per_channel_affine(w, scale, zp, axis, -128, 127)
 
     class QatLinear(_WeightQuant, nn.Linear):
         def forward(self, x: Any) -> Any:
-            return nn.functional.linear(self.act(x), self.quantized_weight(), self.bias)
+            if x.dim() == 2:  # exports as Gemm(transB=1) reading the DequantizeLinear
+                return nn.functional.linear(self.act(x), self.quantized_weight(), self.bias)
+            # x @ W^T with the transpose ahead of the quantizer, so DequantizeLinear feeds the MatMul
+            y = torch.matmul(self.act(x), self.quantized_weight(transposed=True))
+            return y if self.bias is None else y + self.bias
 
     class QatConv2d(_WeightQuant, nn.Conv2d):
         def forward(self, x: Any) -> Any:

@@ -104,11 +104,12 @@ class _Gate:
             self.base_quality, self.base_scores = perfect(self.metric.name, len(self.eval)), None
         self.baseline = baseline
         self.trials = 0
+        self.source = _preprocessed_once(model, qconfig, self.tmp)
 
     def trial(self, excluded: tuple[str, ...]) -> tuple[Model, Quality, BudgetVerdict]:
         self.trials += 1
         out = self.tmp / f"trial{self.trials}.onnx"
-        variant = quantize(self.model, self.qconfig.excluding(excluded), self.calib, out)
+        variant = quantize(self.source, self.qconfig.excluding(excluded), self.calib, out)
         runner = compile(variant, self.backend, self.bcfg)
         target = None if self.metric.needs_labels else self.reference
         quality, scores = evaluate_scores(runner, self.eval, self.metric.name, baseline=target,
@@ -171,6 +172,20 @@ def _fallback(g: _Gate, variant: Model, quality: Quality) -> tuple[Any, ...]:
     last = trail[-1].excluded if trail else g.qconfig.nodes_to_exclude
     variant, quality, verdict = g.trial(last) if trail else (variant, quality, g.trial(())[2])
     return variant, quality, verdict, ranked, trail
+
+
+def _preprocessed_once(model: Model, qconfig: QuantConfig, tmp: Path) -> Model:
+    """ONNX Runtime's pre-processing done once for all trials (the fallback quantizes many times)."""
+    if qconfig.method not in ("dynamic", "static"):
+        return model
+    from dataclasses import replace
+
+    from hasten.compress.ort_quant import preprocess
+
+    path = tmp / "preprocessed.onnx"
+    facts = preprocess(model.path, path)
+    return Model(replace(model.info, path=str(path), extra={**model.info.extra, "preprocess": facts}),
+                 text_encoder=model.text_encoder, torch_factory=model.torch_factory)
 
 
 def _weight_bytes(path: Path) -> dict[str, int]:
