@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from hasten.compress import QuantConfig, quantize
+from hasten.compress.qdq import QDQ_METHODS, with_float_nodes
 from hasten.core import HastenError
 from hasten.core.quality import Quality
 from hasten.models import Dataset, Model
@@ -105,11 +106,19 @@ class _Gate:
         self.baseline = baseline
         self.trials = 0
         self.source = _preprocessed_once(model, qconfig, self.tmp)
+        self.base_variant: Model | None = None  # for QDQ methods: quantized once, then edited
 
     def trial(self, excluded: tuple[str, ...]) -> tuple[Model, Quality, BudgetVerdict]:
         self.trials += 1
         out = self.tmp / f"trial{self.trials}.onnx"
-        variant = quantize(self.source, self.qconfig.excluding(excluded), self.calib, out)
+        extra = tuple(n for n in excluded if n not in self.qconfig.nodes_to_exclude)
+        if self.base_variant is not None and extra:
+            # QDQ: take the nodes out of the quantized graph instead of calibrating again
+            variant = with_float_nodes(self.base_variant, self.source, extra, out)
+        else:
+            variant = quantize(self.source, self.qconfig.excluding(excluded), self.calib, out)
+            if not extra and self.qconfig.method in QDQ_METHODS:
+                self.base_variant = variant
         runner = compile(variant, self.backend, self.bcfg)
         target = None if self.metric.needs_labels else self.reference
         quality, scores = evaluate_scores(runner, self.eval, self.metric.name, baseline=target,
