@@ -202,6 +202,7 @@ def quantize(
     budget: str = typer.Option("1%", "--budget", help="Allowed quality drop vs FP32: '1%' (relative) or '0.5pt' / '0.005' (absolute)."),
     metric: Optional[str] = typer.Option(None, "--metric", help="accuracy | cosine | nn_agreement | max_abs | mean_abs | module:function [default: accuracy with labels, else cosine]."),
     min_example: Optional[float] = typer.Option(None, "--min-example", help="Also require every example's score ≥ this (e.g. the worst cosine)."),
+    require: list[str] = typer.Option([], "--require", help="More bars, repeatable: METRIC>=VALUE, e.g. nn_agreement>=0.95."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help="Where to measure speed [default: the method's backend; ort-cpu]."),
     batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Batch sizes for the speed check."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Token length for the speed check (default 128 for text models)."),
@@ -229,7 +230,8 @@ def quantize(
     dataset, seq_len = _data_for(m, data, seq_len)
     if data is None and not m.info.source.startswith("example:") and method in ("static", "nncf", "qat"):
         raise HastenError(f"--method {method} needs calibration data", hint="pass --data file.npz (a few hundred examples)")
-    gate = GateConfig(budget=budget, metric=metric, min_example=min_example, backend=backend, threads=threads,
+    gate = GateConfig(budget=budget, metric=metric, min_example=min_example, require=_requirements(require),
+                      backend=backend, threads=threads,
                       batch_sizes=_split_ints(batch_sizes, "--batch-sizes"), seq_len=seq_len,
                       time_budget_s=time_budget_s, fallback=not no_fallback, keep_if_slower=keep_if_slower)
     with stderr_console().status(f"quantizing ({method}), evaluating, then timing against FP32…"):
@@ -245,6 +247,19 @@ def quantize(
                                                          "that is only refused for speed"), highlight=False)
         raise typer.Exit(3)
     stderr_console().print(f"wrote {out} and {out.with_suffix('.manifest.json')}", highlight=False)
+
+
+def _requirements(items: list[str]) -> tuple[tuple[str, float], ...]:
+    out = []
+    for item in items:
+        name, sep, value = item.partition(">=")
+        try:
+            out.append((name.strip(), float(value)))
+        except ValueError:
+            raise HastenError(f"--require wants METRIC>=VALUE, got '{item}'", hint="e.g. --require nn_agreement>=0.95") from None
+        if not sep:
+            raise HastenError(f"--require wants METRIC>=VALUE, got '{item}'", hint="e.g. --require nn_agreement>=0.95")
+    return tuple(out)
 
 
 def _batch_sizes(text: str | None, model: Any, flag: str = "--batch-sizes") -> tuple[int, ...]:

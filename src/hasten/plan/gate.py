@@ -20,7 +20,7 @@ from hasten.plan.fallback import Sensitivity, TrailStep, greedy_fallback, sensit
 from hasten.plan.guard import GuardVerdict, speed_check, why_not_faster
 from hasten.runtime import BackendConfig, compile
 from hasten.verify import Budget, BudgetVerdict, check_budget, collect_outputs, get_metric, paired_drop, perfect
-from hasten.verify.evaluate import evaluate_scores
+from hasten.verify.evaluate import evaluate_scores, summarize
 
 log = logging.getLogger(__name__)
 CALIBRATING = ("static", "nncf", "qat")
@@ -33,6 +33,7 @@ class GateConfig:
     budget: str = "1%"
     metric: str | None = None          # None: accuracy when the data has labels, else cosine
     min_example: float | None = None   # optional floor on the worst example's score (e.g. min cosine)
+    require: tuple[tuple[str, float], ...] = ()  # more bars: (metric, floor on its mean), e.g. ("nn_agreement", 0.95)
     backend: str | None = None         # None: the method's recommended backend, else ort-cpu
     threads: int | None = None
     batch_sizes: tuple[int, ...] = (1, 8)
@@ -47,6 +48,8 @@ class GateConfig:
         Budget.parse(self.budget)  # validates
         if self.metric is not None:
             get_metric(self.metric)
+        for name, _ in self.require:
+            get_metric(name)
 
 
 @dataclass
@@ -120,9 +123,10 @@ class _Gate:
             if not extra and self.qconfig.method in QDQ_METHODS:
                 self.base_variant = variant
         runner = compile(variant, self.backend, self.bcfg)
-        target = None if self.metric.needs_labels else self.reference
-        quality, scores = evaluate_scores(runner, self.eval, self.metric.name, baseline=target,
-                                          batch_size=self.gate.eval_batch_size)
+        outputs = collect_outputs(runner, self.eval, batch_size=self.gate.eval_batch_size)
+        target = self.eval.labels if self.metric.needs_labels else self.reference
+        scores = self.metric.fn(outputs, target)
+        quality = summarize(self.metric, scores, len(self.eval))
         paired = None
         if self.base_scores is not None:  # same examples on both sides: the paired CI is the honest one
             paired = paired_drop(self.base_scores, scores, higher_is_better=self.metric.higher_is_better)[1]
@@ -130,13 +134,23 @@ class _Gate:
         if self.gate.min_example is not None:
             worst = quality.extra.get("min", quality.value)
             if worst < self.gate.min_example:
-                verdict = BudgetVerdict(False, False, verdict.drop, verdict.drop_ci, verdict.allowed,
-                                        verdict.message + f"; worst example {worst:.4f} < floor {self.gate.min_example}")
+                verdict = _failed(verdict, f"worst example {worst:.4f} < floor {self.gate.min_example}")
+        for name, floor in self.gate.require:
+            other = get_metric(name)
+            value = summarize(other, other.fn(outputs, self.eval.labels if other.needs_labels else self.reference),
+                              len(self.eval)).value
+            quality.extra[name] = value
+            if (value < floor) if other.higher_is_better else (value > floor):
+                verdict = _failed(verdict, f"{name} {value:.4f} misses {floor}")
         return variant, quality, verdict
 
     def score(self, excluded: tuple[str, ...]) -> tuple[float, bool]:
         _, quality, verdict = self.trial(excluded)
         return quality.value, verdict.passed
+
+
+def _failed(verdict: BudgetVerdict, why: str) -> BudgetVerdict:
+    return BudgetVerdict(False, False, verdict.drop, verdict.drop_ci, verdict.allowed, f"{verdict.message}; {why}")
 
 
 def quantize_under_budget(model: Model, qconfig: QuantConfig, data: Dataset, gate: GateConfig = GateConfig(),

@@ -56,8 +56,9 @@ def _speed(result: Any, who: str) -> list[str]:
 
 
 def _q(q: Any) -> str:
-    extra = f" (min {q.extra['min']:.4f})" if "min" in q.extra and q.metric != "accuracy" else ""
-    return f"{q.value:.4f}{extra}"
+    parts = [f"min {q.extra['min']:.4f}"] if "min" in q.extra and q.metric != "accuracy" else []
+    parts += [f"{k} {v:.4f}" for k, v in q.extra.items() if k not in ("min", "p05", "max", "p95")]
+    return f"{q.value:.4f}" + (f" ({', '.join(parts)})" if parts else "")
 
 
 def _ci(q: Any) -> str:
