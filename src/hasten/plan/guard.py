@@ -72,12 +72,17 @@ def why_not_faster(manifest: dict[str, Any], backend: str, rows: tuple[SpeedRow,
                        "ops run in FP32 between conversions (QDQ pairs ORT could not fold into integer kernels)")
     if method == "fp16" and backend in ("ort-cpu", "openvino"):
         reasons.append("FP16 on this CPU backend runs through casts; FP16 pays off on GPUs")
-    if rows and min(r.baseline_p50_ms for r in rows) < 0.2:
-        reasons.append(f"the model is tiny (baseline p50 {min(r.baseline_p50_ms for r in rows) * 1e3:.0f} µs): per-call "
-                       "overhead and memory traffic, not arithmetic, set its speed")
-    if not reasons:
-        reasons.append("the quantized kernels are not faster than FP32 ones for these shapes on this backend "
-                       "(try another method, backend or larger batches)")
+    failing = [r for r in rows if not r.faster_beyond_noise]
+    tiny = [r for r in failing if r.baseline_p50_ms < 0.2]
+    if tiny:
+        reasons.append(f"at batch {', '.join(str(r.batch_size) for r in tiny)} the model is tiny (baseline p50 "
+                       f"{min(r.baseline_p50_ms for r in tiny) * 1e3:.0f} µs): per-call overhead and memory traffic, "
+                       "not arithmetic, set its speed")
+    big = [r for r in failing if r.baseline_p50_ms >= 0.2]
+    if big:
+        shown = ", ".join(f"batch {r.batch_size}: {r.speedup:.2f}×" for r in big)
+        reasons.append(f"the quantized kernels are not faster than the FP32 ones here ({shown}, {threads} thread(s)); "
+                       "try another method or backend, or other batch sizes / thread counts")
     return reasons
 
 
