@@ -141,3 +141,21 @@ def test_cli_quantize(tmp_path: Path) -> None:
     assert out.exists() and json.loads((tmp_path / "r.json").read_text())["accepted"] is True
     bad = CliRunner().invoke(app, ["quantize", str(model.path), "--method", "static", "-o", str(out)])
     assert bad.exit_code != 0 and "needs calibration data" in str(bad.exception)
+
+
+def test_cli_require_and_bad_flags(tmp_path: Path) -> None:
+    model = mlp(tmp_path)
+    bad = CliRunner().invoke(app, ["quantize", str(model.path), "--method", "dynamic", "--require", "nn_agreement=0.9",
+                                   "-o", str(tmp_path / "x.onnx")])
+    assert bad.exit_code != 0 and "METRIC>=VALUE" in str(bad.exception)
+    bad = CliRunner().invoke(app, ["quantize", str(model.path), "--method", "int3", "-o", str(tmp_path / "x.onnx")])
+    assert "unknown quantization method 'int3'" in str(bad.exception)
+
+
+def test_extra_bars_are_checked(tmp_path: Path) -> None:
+    model = mlp(tmp_path)
+    gate = GateConfig(budget="50%", metric="cosine", require=(("nn_agreement", 1.01),), batch_sizes=(8,),
+                      time_budget_s=0.2, fallback=False)
+    result = quantize_under_budget(model, DynamicInt8(), data(), gate)
+    assert not result.accepted and "nn_agreement" in result.refused and "misses 1.01" in result.refused
+    assert 0.0 <= result.quality.extra["nn_agreement"] <= 1.0
