@@ -39,7 +39,8 @@ class DynamicInt8(QuantConfig):
 
     method: ClassVar[str] = "dynamic"
     per_channel: bool = True
-    op_types: tuple[str, ...] = ("MatMul", "Gemm")
+    # Attention: a transformer-fused attention block quantizes whole (QAttention)
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Attention")
     reduce_range: bool | None = None  # None: chosen for the CPU (7-bit weights without VNNI)
 
 

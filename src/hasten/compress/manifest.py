@@ -53,17 +53,21 @@ def op_counts(path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def manifest_for(model: Any, out: Path, config: Any, facts: dict[str, Any], seconds: float) -> dict[str, Any]:
+def manifest_for(model: Any, out: Path, config: Any, facts: dict[str, Any], seconds: float,
+                 source: Any = None) -> dict[str, Any]:
+    """``model`` is the graph that was quantized (node names refer to it); ``source`` the user's."""
     from hasten.measure.machine import versions
 
+    source = source or model
     quantized, kept = node_split(model.path, out)
     backend = facts.pop("backend", None)
     return {
         "method": config.method,
         "config": config.to_dict(),
-        "source": {"name": model.name, "path": str(model.path), "sha256": sha256(model.path)},
+        "source": {"name": source.name, "path": str(source.path), "sha256": sha256(source.path)},
+        **({"quantized_graph": str(model.path)} if model.path != source.path else {}),
         "output": {"path": str(out), "sha256": sha256(out), "bytes": out.stat().st_size},
-        "size_before_bytes": model.path.stat().st_size,
+        "size_before_bytes": source.path.stat().st_size,
         "quantized_nodes": quantized,
         "float_nodes": kept,
         "op_counts": op_counts(out),

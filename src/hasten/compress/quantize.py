@@ -50,10 +50,29 @@ def quantize(model: Model, config: QuantConfig, data: Any = None, out: str | Pat
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="hasten-q-")) / f"{model.name}.{config.method}.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    facts = handler(model, config, data, out)
-    manifest = manifest_for(model, out, config, facts, time.perf_counter() - start)
+    graph_in, prep = _ort_prepared(model, config, out)  # the graph the quantizer sees (node names!)
+    facts = {**prep, **handler(graph_in, config, data, out)}
+    manifest = manifest_for(graph_in, out, config, facts, time.perf_counter() - start, source=model)
+    if graph_in is not model:  # the fused, pre-processed intermediate: its node names live on in the manifest
+        graph_in.path.unlink(missing_ok=True)
+        manifest["quantized_graph"] = "the source after ONNX Runtime's transformer fusion and pre-processing"
     out.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=2))
     return _derived(model, out, manifest)
+
+
+def _ort_prepared(model: Model, config: QuantConfig, out: Path) -> tuple[Model, dict[str, Any]]:
+    """ONNX Runtime methods quantize the fused, pre-processed graph; do that once, up front, so
+    that the manifest's node names are those of the graph that was quantized."""
+    from hasten.compress.ort_quant import is_preprocessed, prepare_file
+
+    if config.method not in ("dynamic", "static") or is_preprocessed(model.path):
+        return model, {}
+    from dataclasses import replace
+
+    path = out.with_suffix(".prepared.onnx")
+    facts = prepare_file(model.path, path, model.info.extra)
+    info = replace(model.info, path=str(path), extra={**model.info.extra, "prepared_from": str(model.path)})
+    return Model(info, text_encoder=model.text_encoder, torch_factory=model.torch_factory), facts
 
 
 def _derived(model: Model, path: Path, manifest: dict[str, Any]) -> Model:

@@ -145,6 +145,11 @@ def _run_profiled(model: Any, config: ProfileConfig, bcfg: BackendConfig, feed: 
     profiled = ort.InferenceSession(str(model.path), opts, providers=providers)
     plain = ort.InferenceSession(str(model.path), session_options(bcfg), providers=providers)
     out_names = [o.name for o in model.outputs]
+    try:
+        plain.run(out_names, feed)
+    except Exception as exc:
+        raise HastenError(f"ONNX Runtime failed running the model: {exc}",
+                          hint="check the input values (e.g. token ids inside the vocabulary)") from exc
     for _ in range(config.warmup_runs):
         profiled.run(out_names, feed)
         plain.run(out_names, feed)

@@ -124,8 +124,9 @@ def _fit(v: np.ndarray, length: int) -> np.ndarray:
 
 def synthetic_dataset(specs: tuple[TensorSpec, ...], size: int = 64, dynamic_dim: int = 16, seed: int = 0) -> Dataset:
     """Random inputs that fit ``specs``, for models that come without data. Dynamic dimensions
-    other than the batch take ``dynamic_dim``; ``*mask`` inputs are all ones; integer inputs are
-    drawn from [0, 100) so token ids stay inside any vocabulary."""
+    other than the batch take ``dynamic_dim``; ``*mask`` inputs are all ones, token-type/segment
+    inputs zeros; other integer inputs are drawn from [0, 100) so token ids stay inside any
+    vocabulary."""
     rng = np.random.default_rng(seed)
     arrays: dict[str, np.ndarray] = {}
     for spec in specs:
@@ -134,6 +135,8 @@ def synthetic_dataset(specs: tuple[TensorSpec, ...], size: int = 64, dynamic_dim
             arrays[spec.name] = rng.random(shape) < 0.5
         elif "mask" in spec.name.lower():
             arrays[spec.name] = np.ones(shape, dtype=spec.dtype)
+        elif "type" in spec.name.lower() or "segment" in spec.name.lower():  # token_type_ids: segment 0
+            arrays[spec.name] = np.zeros(shape, dtype=spec.dtype)
         elif np.issubdtype(np.dtype(spec.dtype), np.integer):
             arrays[spec.name] = rng.integers(0, 100, shape).astype(spec.dtype)
         elif spec.dtype in ("float32", "float16", "float64"):

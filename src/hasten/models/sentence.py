@@ -21,6 +21,10 @@ OUTPUT_NAME = "sentence_embedding"
 # kernels — ~9 % of minilm's time at 8 × 128 (docs/profile.md). Same outputs (cosine 1 − 1e-12).
 # The torch-eager backend keeps the default (SDPA), which is faster in torch.
 EXPORT_ATTENTION = "eager"
+# Opset 14 (LayerNorm as primitive ops) is the form ONNX Runtime's transformer optimizer recognises:
+# with it minilm fuses into EmbedLayerNormalization + 6 Attention + 12 SkipLayerNormalization +
+# BiasGelu; from opset 17's LayerNormalization op it fuses nothing. Plain ORT fuses LayerNorm at load.
+EXPORT_OPSET = 14
 _POOLINGS = ("mean", "cls", "max")
 
 
@@ -60,10 +64,11 @@ def describe_folder(folder: Path) -> dict[str, Any]:
     if bert_cfg.exists():
         max_length = int(json.loads(bert_cfg.read_text()).get("max_seq_length") or max_length)
     model_cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    shape = {"num_heads": model_cfg.get("num_attention_heads", 0), "hidden_size": model_cfg.get("hidden_size", 0)}
     inputs = ("input_ids", "attention_mask") + (("token_type_ids",) if model_cfg.get("type_vocab_size", 0) > 0 else ())
     if not (folder / "tokenizer.json").exists():
         raise HastenError(f"{folder} has no tokenizer.json", hint="save the model with a fast tokenizer")
-    return {"pooling": pooling, "normalize": "Normalize" in kinds, "max_length": max_length, "inputs": inputs}
+    return {"pooling": pooling, "normalize": "Normalize" in kinds, "max_length": max_length, "inputs": inputs, **shape}
 
 
 def load_sentence_transformers(folder: Path, name: str | None = None, source: str = "sentence-transformers",
@@ -73,7 +78,7 @@ def load_sentence_transformers(folder: Path, name: str | None = None, source: st
     desc = describe_folder(folder)
     weights = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
     key = digest(folder, [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weights], desc,
-                 _version("torch"), _version("transformers"), exporter, EXPORT_ATTENTION)
+                 _version("torch"), _version("transformers"), exporter, EXPORT_ATTENTION, EXPORT_OPSET)
     target = cache_root() / "sentence-transformers" / f"{folder.name}-{key}"
 
     def factory() -> tuple[Any, tuple[Any, ...]]:
@@ -84,13 +89,15 @@ def load_sentence_transformers(folder: Path, name: str | None = None, source: st
 
         module, example = _build_torch(folder, desc, attention=EXPORT_ATTENTION)
         facts = export_module(module, example, tmp / "model.onnx",
-                              ExportConfig(exporter=exporter, input_names=desc["inputs"], output_names=(OUTPUT_NAME,)))
+                              ExportConfig(exporter=exporter, opset=EXPORT_OPSET, input_names=desc["inputs"],
+                                           output_names=(OUTPUT_NAME,)))
         (tmp / "export.json").write_text(json.dumps(facts))
 
     build_once(target, "export.json", build)
     path = target / "model.onnx"
     inputs, outputs, facts = read_specs(path)
-    facts.update(json.loads((target / "export.json").read_text()), pooling=desc["pooling"], folder=str(folder))
+    facts.update(json.loads((target / "export.json").read_text()), pooling=desc["pooling"], folder=str(folder),
+                 num_heads=desc["num_heads"], hidden_size=desc["hidden_size"])
     info = ModelInfo(name=name or folder.name, source=source, path=str(path), inputs=inputs, outputs=outputs, extra=facts)
     encoder = TextEncoder(folder / "tokenizer.json", desc["max_length"], desc["inputs"])
     return Model(info=info, text_encoder=encoder, torch_factory=factory)

@@ -203,10 +203,10 @@ def _preprocessed_once(model: Model, qconfig: QuantConfig, tmp: Path) -> Model:
         return model
     from dataclasses import replace
 
-    from hasten.compress.ort_quant import preprocess
+    from hasten.compress.ort_quant import prepare_file
 
     path = tmp / "preprocessed.onnx"
-    facts = preprocess(model.path, path)
+    facts = prepare_file(model.path, path, model.info.extra)
     return Model(replace(model.info, path=str(path), extra={**model.info.extra, "preprocess": facts}),
                  text_encoder=model.text_encoder, torch_factory=model.torch_factory)
 

@@ -94,7 +94,11 @@ class OrtRunner(Runner):
                                               "spinning": config.spinning, "onnxruntime": ort.__version__})
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self._session.run(self._output_names, feed)
+        try:
+            outs = self._session.run(self._output_names, feed)
+        except Exception as exc:  # ORT's RuntimeException & co: bad values the specs cannot catch
+            raise HastenError(f"ONNX Runtime failed running the model: {exc}",
+                              hint="check the input values (e.g. token ids inside the vocabulary)") from exc
         return dict(zip(self._output_names, outs))
 
     def close(self) -> None:
