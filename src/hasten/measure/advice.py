@@ -30,6 +30,11 @@ def advise(result: Any, roofs: Roofs) -> list[str]:
         lines.append(f"{overhead:.0%} of the time is overhead (framework {result.overhead_us:.0f} µs per call, "
                      f"plus tiny ops): overhead-bound — batch requests (dynamic batching) so it is paid once "
                      "per batch, or fuse small ops.")
+    unknown = result.shares.get("unknown", 0.0)
+    if unknown >= 0.05:
+        ops = sorted({o.op_type for o in result.op_types if o.bound == "unknown"})
+        lines.append(f"{unknown:.0%} of the time is in ops whose cost hasten cannot count ({', '.join(ops)}): "
+                     "their roofline position is unknown.")
     if result.fallback_nodes:
         lines.append(f"{len(result.fallback_nodes)} nodes ran on a fallback provider (listed in the report).")
     return lines
@@ -59,4 +64,7 @@ def _dominant(op: Any, roofs: Roofs) -> list[str]:
         return lines
     if op.bound == "memory":
         return [f"{head} at {op.peak_fraction:.0%} of the memory bandwidth: lower-precision weights or fusion."]
+    if op.bound == "unknown":
+        return [f"{op.share:.0%} of the time is in {op.op_type} ({op.nodes} node{'' if op.nodes == 1 else 's'}), whose "
+                "FLOPs hasten cannot count here (a fused or quantized ONNX Runtime op): compare backends by time instead."]
     return [f"{head}: batch requests or fuse small ops."]

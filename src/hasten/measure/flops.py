@@ -486,3 +486,4 @@ def _guess(node: onnx.NodeProto, known: Known) -> tuple[tuple[int, ...], int] | 
     except (ValueError, IndexError, KeyError, TypeError, StopIteration):
         return None
     return shape, attrs["to"] if node.op_type == "Cast" else known[node.input[source]][1]
+

@@ -19,6 +19,10 @@ from hasten.runtime.base import BackendConfig
 
 
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+# Ops that only move or re-index data: zero FLOPs is their true count, not a gap in the counter.
+MOVEMENT_OPS = VIEW_OPS | frozenset({"Transpose", "Gather", "GatherElements", "GatherND", "Concat", "Slice", "Split",
+                                      "Shape", "Size", "Expand", "Pad", "Constant", "ConstantOfShape", "Range", "Tile",
+                                      "ReorderInput", "ReorderOutput", "Resize", "ScatterND", "NonZero", "Trilu"})
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,10 @@ def _roofs(peaks: Any) -> Roofs:
 
 def _verdict(node: Any, costs: dict[str, Any], roofs: Roofs) -> NodeVerdict:
     cost = costs.get(node.name)
+    if cost is not None and cost.flops == 0 and node.op_type not in MOVEMENT_OPS:
+        # an op that computes, whose shapes shape inference could not find (ORT's fused and
+        # quantized contrib ops): its place on the roofline is unknown, not "memory-bound"
+        return classify(node.name, node.op_type, node.provider, node.median_us, 0, 0, cost.int_ops, roofs)
     flops = cost.flops if cost else 0
     # ONNX Runtime runs view ops in place (same buffer): they move no bytes, whatever their shapes
     moved = cost.bytes_moved if cost and node.op_type not in VIEW_OPS else 0
@@ -225,7 +233,7 @@ def _shares(verdicts: tuple[NodeVerdict, ...], overhead_us: float, attributed_us
         by[v.bound] += v.time_us
     total = max(attributed_us, 1e-9)
     return {"compute": by["compute"] / total, "memory": by["memory"] / total,
-            "overhead_nodes": by["overhead"] / total, "framework": overhead_us / total}
+            "overhead_nodes": by["overhead"] / total, "framework": overhead_us / total, "unknown": by["unknown"] / total}
 
 
 def _by_op_type(verdicts: tuple[NodeVerdict, ...], attributed_us: float) -> tuple[OpTypeShare, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-BOUND_COLOURS = {"compute": "tab:red", "memory": "tab:blue", "overhead": "tab:gray"}
+BOUND_COLOURS = {"compute": "tab:red", "memory": "tab:blue", "overhead": "tab:gray", "unknown": "tab:olive"}
 
 
 def print_profile(result: Any) -> None:

@@ -36,7 +36,7 @@ class NodeVerdict:
     bytes_moved: int
     intensity: float
     int_ops: bool
-    bound: str            # "compute", "memory" or "overhead"
+    bound: str            # "compute", "memory", "overhead", or "unknown" (cost not countable)
     peak_fraction: float  # of the relevant roof (compute peak, bandwidth, or roof-time / time)
     achieved_gflops: float
     achieved_gbps: float
@@ -55,6 +55,8 @@ def classify(name: str, op_type: str, provider: str, time_us: float, flops: int,
     gflops, gbps = flops / t / 1e9, bytes_moved / t / 1e9
     if time_us < OVERHEAD_NODE_US and t_roof < OVERHEAD_ROOF_FRACTION * t:
         bound, frac = "overhead", t_roof / t
+    elif flops == 0 and bytes_moved == 0:
+        bound, frac = "unknown", 0.0  # its cost could not be counted (an op the counter does not know)
     elif flops > 0 and intensity >= roofs.ridge(int_ops):
         bound, frac = "compute", gflops / peak
     else:
