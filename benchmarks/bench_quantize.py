@@ -28,7 +28,7 @@ from hasten.runtime import BackendConfig  # noqa: E402
 BAR = dict(budget="1%", metric="cosine", min_example=0.97, require=(("nn_agreement", 0.95),))
 
 
-def minilm(threads: int, out: Path) -> list[dict]:
+def minilm(threads: int, out: Path, only_cases: str = "") -> list[dict]:
     model = hasten.load_model("minilm")
     data = hasten.load_dataset("minilm", model)
     cases = [
@@ -39,6 +39,8 @@ def minilm(threads: int, out: Path) -> list[dict]:
         ("OpenVINO + NNCF INT8", NncfInt8(subset_size=128), "openvino", True),
     ]
     rows, accepted = [], {}
+    if only_cases:
+        cases = [c for c in cases if any(k.strip().lower() in c[0].lower() for k in only_cases.split(","))]
     for label, qcfg, backend, fallback in cases:
         gate = GateConfig(**BAR, backend=backend, threads=threads, batch_sizes=(8,), seq_len=128, time_budget_s=3.0,
                           fallback=fallback, keep_if_slower=True)
@@ -92,6 +94,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default="minilm,digits")
+    ap.add_argument("--cases", default="", help="minilm cases whose label contains one of these words (comma-separated)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +108,7 @@ def main() -> None:
                   f"CI {r['drop_ci_pt'][0]:.2f}..{r['drop_ci_pt'][1]:.2f}; {r['eval_examples']} images), batch 256 p50 "
                   f"{r['p50_ms_fp32']:.2f} → {r['p50_ms_int8']:.2f} ms = {r['speedup']:.2f}× (beyond noise: {r['faster_beyond_noise']})")
     if "minilm" in args.only:
-        results["minilm"] = minilm(args.threads, models)
+        results["minilm"] = minilm(args.threads, models, args.cases)
         print(f"\nminilm, batch 8 × 128, {args.threads} thread(s); bar: mean cos ≥ 0.99, min ≥ 0.97, NN agreement ≥ 0.95")
         print(f"{'case':<42} {'backend':<9} {'mean cos':>8} {'min cos':>8} {'NN agr':>7} {'bar':>5} {'float':>5} {'p50 ms':>8} {'vs ORT FP32':>11}")
         for r in results["minilm"][:-1]:
@@ -118,8 +121,9 @@ def main() -> None:
         for r in results["minilm"]:
             for step in r.get("trail", []):
                 print(f"  trail [{r['case']}]: +{step['excluded'][-1]} in float -> {step['value']:.4f} ({'pass' if step['passed'] else 'miss'})")
-    (args.out / "bench_quantize.json").write_text(json.dumps({"results": results, "machine": machine_facts()}, indent=2, default=str))
-    print(f"wrote {args.out / 'bench_quantize.json'}", file=sys.stderr)
+    name = "bench_quantize.json" if not args.cases else f"bench_quantize-{args.cases.replace(',', '-')}.json"
+    (args.out / name).write_text(json.dumps({"results": results, "machine": machine_facts()}, indent=2, default=str))
+    print(f"wrote {args.out / name}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,13 @@ def _restore_inputs(node: Any, producer: dict[str, Any], inits: dict[str, Any], 
             node.input[i] = q.input[0]
             changed = True
         elif dq.input[0] in inits and src is not None and i < len(src.input) and src.input[i] in src_inits:
-            original = src_inits[src.input[i]]  # a weight: put the source model's float weight back
+            original = src_inits[src.input[i]]  # a weight: put the source model's float weight back …
+            if not _same_weight(original, dq, inits):
+                # … unless the quantizer rescaled it (NNCF's SmoothQuant folds activation scales into
+                # the weights): then the dequantized weight, computed in float, is the right one
+                node.input[i] = _dequantized(dq, inits, graph)
+                changed = True
+                continue
             name = original.name if original.name not in producer else original.name + "_float"
             if name not in inits:
                 copy = type(original)()
@@ -64,6 +70,47 @@ def _restore_inputs(node: Any, producer: dict[str, Any], inits: dict[str, Any], 
             node.input[i] = name
             changed = True
     return changed
+
+
+def _dq_value(dq: Any, inits: dict[str, Any]) -> Any:
+    from onnx import numpy_helper
+
+    q = numpy_helper.to_array(inits[dq.input[0]]).astype("float32")
+    scale = numpy_helper.to_array(inits[dq.input[1]]).astype("float32")
+    zero = numpy_helper.to_array(inits[dq.input[2]]).astype("float32") if len(dq.input) > 2 and dq.input[2] in inits else 0.0
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    if getattr(scale, "ndim", 0) == 1 and scale.size > 1:
+        shape = [1] * q.ndim
+        shape[axis] = scale.size
+        scale = scale.reshape(shape)
+        zero = zero.reshape(shape) if getattr(zero, "ndim", 0) == 1 else zero
+    return (q - zero) * scale
+
+
+def _same_weight(original: Any, dq: Any, inits: dict[str, Any]) -> bool:
+    """Whether the quantized constant is (up to rounding) the source's weight."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    try:
+        w = numpy_helper.to_array(original).astype("float32")
+        d = _dq_value(dq, inits)
+    except (KeyError, ValueError):
+        return False
+    if w.shape != d.shape:
+        return False
+    return float(np.linalg.norm(w - d) / max(np.linalg.norm(w), 1e-12)) < 0.05
+
+
+def _dequantized(dq: Any, inits: dict[str, Any], graph: Any) -> str:
+    from onnx import numpy_helper
+
+    name = dq.output[0] + "_float"
+    if name not in inits:
+        tensor = numpy_helper.from_array(_dq_value(dq, inits), name)
+        graph.initializer.append(tensor)
+        inits[name] = tensor
+    return name
 
 
 def _bypass_output_pairs(node: Any, graph: Any) -> bool:
