@@ -9,14 +9,14 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# score(excluded nodes) -> (quality value, passes the budget?)
+# score(excluded nodes) -> (margin to the bar: < 0 misses, >= 0 holds; passes?)
 Scorer = Callable[[tuple[str, ...]], tuple[float, bool]]
 
 
 @dataclass(frozen=True)
 class Sensitivity:
     node: str
-    gain: float      # quality with only this node in float, minus quality with all quantized
+    gain: float      # margin to the bar with only this node in float, minus the all-quantized margin
     cost: int        # float weights it keeps (bytes): the speed we give up
     priority: float  # gain per MB kept in float
 

@@ -131,8 +131,10 @@ class _Gate:
         if self.base_scores is not None:  # same examples on both sides: the paired CI is the honest one
             paired = paired_drop(self.base_scores, scores, higher_is_better=self.metric.higher_is_better)[1]
         verdict = check_budget(self.base_quality, quality, self.budget, paired_drop_ci=paired)
+        slacks = [(verdict.allowed - verdict.drop) / max(verdict.allowed, 1e-9)]
         if self.gate.min_example is not None:
             worst = quality.extra.get("min", quality.value)
+            slacks.append((worst - self.gate.min_example) / max(1.0 - self.gate.min_example, 1e-3))
             if worst < self.gate.min_example:
                 verdict = _failed(verdict, f"worst example {worst:.4f} < floor {self.gate.min_example}")
         for name, floor in self.gate.require:
@@ -140,13 +142,17 @@ class _Gate:
             value = summarize(other, other.fn(outputs, self.eval.labels if other.needs_labels else self.reference),
                               len(self.eval)).value
             quality.extra[name] = value
+            slacks.append(((value - floor) if other.higher_is_better else (floor - value)) / max(abs(1.0 - floor), 1e-3))
             if (value < floor) if other.higher_is_better else (value > floor):
                 verdict = _failed(verdict, f"{name} {value:.4f} misses {floor}")
+        self.slack = min(slacks)
         return variant, quality, verdict
 
     def score(self, excluded: tuple[str, ...]) -> tuple[float, bool]:
-        _, quality, verdict = self.trial(excluded)
-        return quality.value, verdict.passed
+        """The tightest of the bars' normalised margins (budget, worst example, required metrics),
+        so the fallback ranks nodes by how much they help the bar that binds, not the mean alone."""
+        _, _, verdict = self.trial(excluded)
+        return self.slack, verdict.passed
 
 
 def _failed(verdict: BudgetVerdict, why: str) -> BudgetVerdict:
@@ -189,7 +195,8 @@ def _fallback(g: _Gate, variant: Model, quality: Quality) -> tuple[Any, ...]:
     if len(nodes) < 2:
         return variant, quality, g.trial(())[2], [], []
     costs = _weight_bytes(g.model.path)
-    ranked = sensitivities(nodes, quality.value, g.score, costs, g.metric.higher_is_better)
+    base_slack = g.slack  # of the all-quantized trial just run
+    ranked = sensitivities(nodes, base_slack, g.score, costs, True)
     trail, ok = greedy_fallback(ranked, g.score, len(nodes), start=g.qconfig.nodes_to_exclude,
                                 max_steps=g.gate.max_fallback_steps)
     last = trail[-1].excluded if trail else g.qconfig.nodes_to_exclude

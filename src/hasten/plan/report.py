@@ -68,7 +68,7 @@ def _ci(q: Any) -> str:
 def _trail(result: Any, Table: Any) -> Any:
     ranked = {s.node: s for s in result.sensitivities}
     t = Table(title="Fallback trail (nodes put back in float, most useful first)")
-    for col in ("step", "node kept in float", "sensitivity", "float weights KB", "quality after", "budget"):
+    for col in ("step", "node kept in float", "sensitivity (margin gain)", "float weights KB", "margin after", "bar"):
         t.add_column(col)
     prev: tuple[str, ...] = ()
     for i, step in enumerate(result.trail, 1):
