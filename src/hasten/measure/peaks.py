@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hasten.core import HastenError, MissingDependencyError
-from hasten.measure.machine import cpu_model, versions
+from hasten.measure.machine import cpu_flags, cpu_model, versions
 from hasten.models.cache import cache_root, digest
 from hasten.runtime.base import usable_cores
 
@@ -241,11 +241,6 @@ def _repeats(quick: bool) -> int:
 # --- CPU ---------------------------------------------------------------------------------------
 
 @functools.cache
-def _cpu_flags() -> frozenset[str]:
-    from hasten.measure.machine import cpu_flags
-
-    return cpu_flags()
-
 
 def _ort_matmul(op: str, n: int, threads: int) -> Callable[[], object]:
     """One run of a one-node n×n×n `op` ("MatMul" fp32 or "MatMulInteger" u8s8) on ONNX Runtime,
@@ -305,14 +300,14 @@ def _cpu_fp32_gemm(spec: MeasureSpec) -> Peak:
 
 def _cpu_int8_gemm(spec: MeasureSpec) -> Peak:
     n, value = _ort_gemm("MatMulInteger", spec)
-    found = sorted(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    found = sorted(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
     flags = f"CPU has {'/'.join(found)}" if found else "CPU has no VNNI/AMX flags"
     method = f"onnxruntime MatMulInteger u8s8 {n}x{n}x{n}, best of {_repeats(spec.quick)}; {flags}"
     return Peak("int8_gemm", value, "GOP/s", spec.threads, method)
 
 
 def _cpu_bf16_gemm(spec: MeasureSpec) -> Peak:
-    found = sorted(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    found = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
     if not found:
         raise PeakUnavailable("CPU has no avx512_bf16/amx_bf16")
     try:

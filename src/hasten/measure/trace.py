@@ -27,8 +27,6 @@ class NodeTiming:
     calls_per_run: float
     input_shapes: tuple[tuple[int, ...], ...]
     output_shapes: tuple[tuple[int, ...], ...]
-    input_types: tuple[str, ...] = ()   # ORT's element type names ("float", "int8", …)
-    output_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,8 +105,7 @@ def _timing(name: str, ev: dict[str, Any], per_run: list[float], calls: float) -
     args = ev.get("args", {})
     return NodeTiming(name, str(args.get("op_name", "?")), str(args.get("provider", "?")),
                       float(statistics.median(per_run)), sum(per_run) / len(per_run), calls,
-                      _shapes(args.get("input_type_shape")), _shapes(args.get("output_type_shape")),
-                      _types(args.get("input_type_shape")), _types(args.get("output_type_shape")))
+                      _shapes(args.get("input_type_shape")), _shapes(args.get("output_type_shape")))
 
 
 def _shapes(items: Any) -> tuple[tuple[int, ...], ...]:
@@ -118,6 +115,3 @@ def _shapes(items: Any) -> tuple[tuple[int, ...], ...]:
         out.append(tuple(int(d) for d in dims))
     return tuple(out)
 
-
-def _types(items: Any) -> tuple[str, ...]:
-    return tuple(next(iter(item), "?") if isinstance(item, dict) and item else "?" for item in items or [])
