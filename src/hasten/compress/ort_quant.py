@@ -49,20 +49,35 @@ def preprocess(src: Path, dst: Path) -> dict[str, Any]:
                       hint="check the model with onnx.checker, or quantize with --method nncf")
 
 
-def is_preprocessed(path: Path) -> bool:
+PREPARED = "ort_prepared"  # Model.info.extra key: what prepare_for_ort did (its presence: done)
+ORT_METHODS = ("dynamic", "static")
+
+
+def prepare_for_ort(model: Any, method: str, path: Path) -> tuple[Any, dict[str, Any]]:
+    """The graph ONNX Runtime's quantizer should see, written to ``path``: transformer-fused where
+    it applies, then pre-processed. Returns (model, facts); a model that is already prepared, or a
+    method that is not ONNX Runtime's, comes back as it is. Node names in manifests refer to it."""
+    if method not in ORT_METHODS:
+        return model, {}
+    if PREPARED in model.info.extra:  # known without re-reading a file that may be 90 MB
+        return model, model.info.extra[PREPARED]
+    if _has_preprocess_metadata(model.path):
+        return model, {"preprocess": "quant_pre_process (done before)"}
+    from dataclasses import replace
+
+    from hasten.models import Model
+
+    facts = prepare_file(model.path, path, model.info.extra)
+    info = replace(model.info, path=str(path), extra={**model.info.extra, PREPARED: facts,
+                                                       "prepared_from": str(model.path)})
+    return Model(info, text_encoder=model.text_encoder, torch_factory=model.torch_factory), facts
+
+
+def _has_preprocess_metadata(path: Path) -> bool:
     import onnx
 
     meta = onnx.load(str(path), load_external_data=False).metadata_props
     return any(p.key == "onnx.quant.pre_process" for p in meta)
-
-
-def prepared(model: Any, out: Path) -> tuple[Path, dict[str, Any]]:
-    """The model as the quantizer should see it: transformer-fused where it applies, then
-    pre-processed — once (skipped if it already is)."""
-    if is_preprocessed(model.path):
-        return model.path, {"preprocess": "quant_pre_process (done before)"}
-    pre = out.with_suffix(".pre.onnx")
-    return pre, prepare_file(model.path, pre, model.info.extra)
 
 
 def prepare_file(src: Path, dst: Path, facts: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -72,11 +87,6 @@ def prepare_file(src: Path, dst: Path, facts: dict[str, Any] | None = None) -> d
     fused = fuse_transformer(src, dst, int(facts.get("num_heads", 0)), int(facts.get("hidden_size", 0)))
     done = preprocess(dst if fused else src, dst)
     return {**done, **({"transformer_fusion": fused} if fused else {})}
-
-
-def _cleanup(pre: Path, model: Any) -> None:
-    if pre != model.path:
-        pre.unlink(missing_ok=True)
 
 
 def _excluded(config: Any) -> list[str]:
@@ -90,20 +100,18 @@ def _reduce_range(config: Any) -> bool:
 
 
 def dynamic(model: Any, config: DynamicInt8, data: Any, out: Path) -> dict[str, Any]:
+    """``model`` is already prepared (`prepare_for_ort`), as `quantize()` makes sure."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    pre, facts = prepared(model, out)
-    try:
-        quantize_dynamic(str(pre), str(out), op_types_to_quantize=list(config.op_types), per_channel=config.per_channel,
-                         reduce_range=_reduce_range(config), weight_type=QuantType.QInt8,
-                         nodes_to_exclude=_excluded(config))
-    finally:
-        _cleanup(pre, model)
-    return {**facts, "weight_type": "int8", "activations": "uint8, quantized at run time",
+    quantize_dynamic(str(model.path), str(out), op_types_to_quantize=list(config.op_types),
+                     per_channel=config.per_channel, reduce_range=_reduce_range(config), weight_type=QuantType.QInt8,
+                     nodes_to_exclude=_excluded(config))
+    return {"weight_type": "int8", "activations": "uint8, quantized at run time",
             "reduce_range": _reduce_range(config), "int8_dot_product": int8_dot_product()}
 
 
 def static(model: Any, config: StaticInt8, data: Any, out: Path) -> dict[str, Any]:
+    """``model`` is already prepared (`prepare_for_ort`), as `quantize()` makes sure."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if data is None:
@@ -111,7 +119,6 @@ def static(model: Any, config: StaticInt8, data: Any, out: Path) -> dict[str, An
     calib = data.take(config.calibration_size)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.calibration]
-    pre, facts = prepared(model, out)
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if config.calibration == "percentile":
         extra["CalibPercentile"] = config.percentile
@@ -119,17 +126,16 @@ def static(model: Any, config: StaticInt8, data: Any, out: Path) -> dict[str, An
     try:
         with contextlib.redirect_stdout(sys.stderr):  # ORT's calibrators print progress: keep stdout for results
             if config.calibration == "entropy":
-                reader, cache = None, _entropy_ranges(pre, config, _Reader(calib, model))
-            quantize_static(str(pre), str(out), reader, calibration_cache_path=cache, quant_format=QuantFormat.QDQ,
+                reader, cache = None, _entropy_ranges(model.path, config, _Reader(calib, model))
+            quantize_static(str(model.path), str(out), reader, calibration_cache_path=cache, quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(config.op_types), per_channel=config.per_channel,
                             reduce_range=_reduce_range(config), activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, nodes_to_exclude=_excluded(config),
                             calibrate_method=method, extra_options=extra)
     finally:
-        _cleanup(pre, model)
         if cache is not None:
             cache.unlink(missing_ok=True)
-    return {**facts, "format": "QDQ", "activation_type": "uint8 (asymmetric)", "weight_type": "int8 (symmetric)",
+    return {"format": "QDQ", "activation_type": "uint8 (asymmetric)", "weight_type": "int8 (symmetric)",
             "calibration_examples": len(calib), "reduce_range": _reduce_range(config),
             "int8_dot_product": int8_dot_product()}
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from hasten.compress.config import QuantConfig
 from hasten.compress.manifest import manifest_for
+from hasten.compress.ort_quant import prepare_for_ort
 from hasten.core import HastenError
 from hasten.models import Model
 from hasten.models.onnx_file import read_specs
@@ -50,7 +51,8 @@ def quantize(model: Model, config: QuantConfig, data: Any = None, out: str | Pat
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="hasten-q-")) / f"{model.name}.{config.method}.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    graph_in, prep = _ort_prepared(model, config, out)  # the graph the quantizer sees (node names!)
+    # the graph the quantizer sees (the manifest's node names refer to it)
+    graph_in, prep = prepare_for_ort(model, config.method, out.with_suffix(".prepared.onnx"))
     facts = {**prep, **handler(graph_in, config, data, out)}
     manifest = manifest_for(graph_in, out, config, facts, time.perf_counter() - start, source=model)
     if graph_in is not model:  # the fused, pre-processed intermediate: its node names live on in the manifest
@@ -58,21 +60,6 @@ def quantize(model: Model, config: QuantConfig, data: Any = None, out: str | Pat
         manifest["quantized_graph"] = "the source after ONNX Runtime's transformer fusion and pre-processing"
     out.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=2))
     return _derived(model, out, manifest)
-
-
-def _ort_prepared(model: Model, config: QuantConfig, out: Path) -> tuple[Model, dict[str, Any]]:
-    """ONNX Runtime methods quantize the fused, pre-processed graph; do that once, up front, so
-    that the manifest's node names are those of the graph that was quantized."""
-    from hasten.compress.ort_quant import is_preprocessed, prepare_file
-
-    if config.method not in ("dynamic", "static") or is_preprocessed(model.path):
-        return model, {}
-    from dataclasses import replace
-
-    path = out.with_suffix(".prepared.onnx")
-    facts = prepare_file(model.path, path, model.info.extra)
-    info = replace(model.info, path=str(path), extra={**model.info.extra, "prepared_from": str(model.path)})
-    return Model(info, text_encoder=model.text_encoder, torch_factory=model.torch_factory), facts
 
 
 def _derived(model: Model, path: Path, manifest: dict[str, Any]) -> Model:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from hasten.compress import QuantConfig, quantize
+from hasten.compress.ort_quant import prepare_for_ort
 from hasten.compress.qdq import QDQ_METHODS, with_float_nodes
 from hasten.core import HastenError
 from hasten.core.quality import Quality
@@ -108,7 +109,8 @@ class _Gate:
             self.base_quality, self.base_scores = perfect(self.metric.name, len(self.eval)), None
         self.baseline = baseline
         self.trials = 0
-        self.source = _preprocessed_once(model, qconfig, self.tmp)
+        # ONNX Runtime's fusion and pre-processing, once for every trial of the fallback
+        self.source = prepare_for_ort(model, qconfig.method, self.tmp / "prepared.onnx")[0]
         self.base_variant: Model | None = None  # for QDQ methods: quantized once, then edited
 
     def trial(self, excluded: tuple[str, ...]) -> tuple[Model, Quality, BudgetVerdict]:
@@ -202,20 +204,6 @@ def _fallback(g: _Gate, variant: Model, quality: Quality) -> tuple[Any, ...]:
     last = trail[-1].excluded if trail else g.qconfig.nodes_to_exclude
     variant, quality, verdict = g.trial(last) if trail else (variant, quality, g.trial(())[2])
     return variant, quality, verdict, ranked, trail
-
-
-def _preprocessed_once(model: Model, qconfig: QuantConfig, tmp: Path) -> Model:
-    """ONNX Runtime's pre-processing done once for all trials (the fallback quantizes many times)."""
-    if qconfig.method not in ("dynamic", "static"):
-        return model
-    from dataclasses import replace
-
-    from hasten.compress.ort_quant import prepare_file
-
-    path = tmp / "preprocessed.onnx"
-    facts = prepare_file(model.path, path, model.info.extra)
-    return Model(replace(model.info, path=str(path), extra={**model.info.extra, "preprocess": facts}),
-                 text_encoder=model.text_encoder, torch_factory=model.torch_factory)
 
 
 def _weight_bytes(path: Path) -> dict[str, int]:
