@@ -148,6 +148,7 @@ class _Gate:
             if (value < floor) if other.higher_is_better else (value > floor):
                 verdict = _failed(verdict, f"{name} {value:.4f} misses {floor}")
         self.slack = min(slacks)
+        self.last = (excluded, variant, quality, verdict)
         return variant, quality, verdict
 
     def score(self, excluded: tuple[str, ...]) -> tuple[float, bool]:
@@ -169,7 +170,7 @@ def quantize_under_budget(model: Model, qconfig: QuantConfig, data: Dataset, gat
     variant, quality, verdict = g.trial(qconfig.nodes_to_exclude)
     ranked, trail = [], []
     if not verdict.passed and gate.fallback:
-        variant, quality, verdict, ranked, trail = _fallback(g, variant, quality)
+        variant, quality, verdict, ranked, trail = _fallback(g, variant, quality, verdict)
     manifest = dict(variant.info.extra.get("manifest", {}))
     result = GateResult(False, None, backend, g.base_quality, quality, verdict, None, manifest, ranked, trail,
                         split={"calibration": len(g.calib) if qconfig.method in CALIBRATING else 0, "evaluation": len(g.eval)})
@@ -191,18 +192,18 @@ def quantize_under_budget(model: Model, qconfig: QuantConfig, data: Dataset, gat
     return result
 
 
-def _fallback(g: _Gate, variant: Model, quality: Quality) -> tuple[Any, ...]:
-    manifest = variant.info.extra["manifest"]
-    nodes = list(manifest.get("quantized_nodes", []))
+def _fallback(g: _Gate, variant: Model, quality: Quality, verdict: BudgetVerdict) -> tuple[Any, ...]:
+    nodes = list(variant.info.extra["manifest"].get("quantized_nodes", []))
     if len(nodes) < 2:
-        return variant, quality, g.trial(())[2], [], []
-    costs = _weight_bytes(g.model.path)
-    base_slack = g.slack  # of the all-quantized trial just run
-    ranked = sensitivities(nodes, base_slack, g.score, costs, True)
-    trail, ok = greedy_fallback(ranked, g.score, len(nodes), start=g.qconfig.nodes_to_exclude,
-                                max_steps=g.gate.max_fallback_steps)
-    last = trail[-1].excluded if trail else g.qconfig.nodes_to_exclude
-    variant, quality, verdict = g.trial(last) if trail else (variant, quality, g.trial(())[2])
+        return variant, quality, verdict, [], []
+    costs = _weight_bytes(g.source.path)  # the graph the node names come from (fused, for transformers)
+    ranked = sensitivities(nodes, g.slack, g.score, costs, True)  # g.slack: of the all-quantized trial
+    trail, _ = greedy_fallback(ranked, g.score, len(nodes), start=g.qconfig.nodes_to_exclude,
+                               max_steps=g.gate.max_fallback_steps)
+    if not trail:
+        return variant, quality, verdict, ranked, []
+    excluded, variant, quality, verdict = g.last  # the greedy's final trial: no need to run it again
+    assert excluded == trail[-1].excluded
     return variant, quality, verdict, ranked, trail
 
 
