@@ -71,11 +71,14 @@ class Dataset:
             raise HastenError(f"dataset '{self.name}' has no labels")
         return self.labels[(np.arange(size) + start) % len(self)]
 
+    def select(self, part: slice, name: str | None = None) -> "Dataset":
+        """The examples in ``part`` (inputs, labels and texts alike)."""
+        return Dataset({k: v[part] for k, v in self.inputs.items()},
+                       None if self.labels is None else self.labels[part], name or self.name,
+                       None if self.texts is None else self.texts[part])
+
     def take(self, n: int) -> "Dataset":
-        n = min(n, len(self))
-        return Dataset({k: v[:n] for k, v in self.inputs.items()},
-                       None if self.labels is None else self.labels[:n], self.name,
-                       None if self.texts is None else self.texts[:n])
+        return self.select(slice(0, min(n, len(self))))
 
     def check_against(self, specs: tuple[TensorSpec, ...]) -> None:
         """Raise a clear HastenError unless this dataset can feed a model with these inputs."""

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from hasten.compress import QuantConfig, quantize
 from hasten.compress.ort_quant import prepare_for_ort
@@ -84,10 +83,7 @@ def split(data: Dataset, config: QuantConfig) -> tuple[Dataset, Dataset]:
     k = min(want, len(data) // 2)
     if k < 1:
         raise HastenError(f"{len(data)} examples are too few to calibrate and evaluate", hint="pass at least 2 examples")
-    tail = np.arange(k, len(data))
-    return data.take(k), Dataset({n: a[tail] for n, a in data.inputs.items()},
-                                 None if data.labels is None else data.labels[tail], data.name + "-eval",
-                                 None if data.texts is None else data.texts[k:])
+    return data.take(k), data.select(slice(k, None), data.name + "-eval")
 
 
 class _Gate:
