@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from hasten.compress import QuantConfig, quantize
 from hasten.compress.ort_quant import prepare_for_ort
 from hasten.compress.qdq import QDQ_METHODS, with_float_nodes
