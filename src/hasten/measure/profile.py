@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +124,6 @@ def profile(model: Any, dataset: Any, config: ProfileConfig = ProfileConfig()) -
 
 
 def _with_advice(result: ProfileResult, roofs: Roofs) -> ProfileResult:
-    from dataclasses import replace
-
     return replace(result, advice=tuple(advise(result, roofs)))
 
 
@@ -133,27 +131,17 @@ def _run_profiled(model: Any, config: ProfileConfig, bcfg: BackendConfig, feed: 
                   tmp: Path, optimized: Path) -> tuple[TraceSummary, float, float]:
     """Profiled and unprofiled sessions, run interleaved; returns the trace summary, the median
     unprofiled wall time (µs) and the Python→ORT per-call floor (µs)."""
-    import onnxruntime as ort
+    from hasten.runtime.onnxruntime import open_session, run_session, session_options
 
-    from hasten.runtime.onnxruntime import PROVIDERS, provider_list, session_options
-
-    providers = provider_list(config.backend, bcfg)
     opts = session_options(bcfg)
     opts.enable_profiling = True
     opts.profile_file_prefix = str(tmp / "trace")
     opts.optimized_model_filepath = str(optimized)
-    wanted = PROVIDERS[config.backend][0]
-    if wanted not in ort.get_available_providers():
-        raise HastenError(f"{config.backend} needs {wanted}, which this onnxruntime build lacks",
-                          hint="run `hasten backends` to see what is available")
-    profiled = ort.InferenceSession(str(model.path), opts, providers=providers)
-    plain = ort.InferenceSession(str(model.path), session_options(bcfg), providers=providers)
+    plain = open_session(model.path, config.backend, bcfg)
+    # fallback is caught per node by the audit (which lists the nodes), not per session here
+    profiled = open_session(model.path, config.backend, replace(bcfg, allow_fallback=True), opts)
     out_names = [o.name for o in model.outputs]
-    try:
-        plain.run(out_names, feed)
-    except Exception as exc:
-        raise HastenError(f"ONNX Runtime failed running the model: {exc}",
-                          hint="check the input values (e.g. token ids inside the vocabulary)") from exc
+    run_session(plain, out_names, feed)  # a clear error for bad input values, before any timing
     for _ in range(config.warmup_runs):
         profiled.run(out_names, feed)
         plain.run(out_names, feed)

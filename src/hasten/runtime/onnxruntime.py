@@ -63,43 +63,58 @@ def session_options(config: BackendConfig) -> Any:
     return opts
 
 
+def open_session(path: Any, backend: str, config: BackendConfig, options: Any = None) -> Any:
+    """An InferenceSession on ``backend``'s provider (``options`` default: `session_options`).
+    A missing provider, an unloadable model, or a silent fall back to another provider (unless
+    ``config.allow_fallback``) is a HastenError."""
+    ort = _ort()
+    wanted = PROVIDERS[backend][0]
+    if wanted not in ort.get_available_providers():
+        raise HastenError(
+            f"backend {backend} needs ONNX Runtime's {wanted}, which this onnxruntime build lacks "
+            f"(it has {', '.join(ort.get_available_providers())})",
+            hint="install the onnxruntime build with that provider (e.g. onnxruntime-gpu), or use ort-cpu",
+        )
+    try:
+        session = ort.InferenceSession(str(path), options or session_options(config),
+                                       providers=provider_list(backend, config))
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+        raise HastenError(f"ONNX Runtime could not load {path}: {exc}") from exc
+    active = session.get_providers()[0]
+    if active != wanted:
+        msg = f"{backend}: ONNX Runtime fell back from {wanted} to {active}"
+        if not config.allow_fallback:
+            raise HastenError(msg, hint="check the device and drivers, or allow fallback (--allow-fallback)")
+        log.warning(msg)
+    return session
+
+
+def run_session(session: Any, output_names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """``session.run`` with ONNX Runtime's run-time errors turned into a HastenError."""
+    try:
+        return session.run(output_names, feed)
+    except Exception as exc:  # ORT's RuntimeException & co: bad values the specs cannot catch
+        raise HastenError(f"ONNX Runtime failed running the model: {exc}",
+                          hint="check the input values (e.g. token ids inside the vocabulary)") from exc
+
+
 class OrtRunner(Runner):
     """An ``onnxruntime.InferenceSession`` behind the Runner contract."""
 
     def __init__(self, model: Any, backend: str, config: BackendConfig) -> None:
         super().__init__(model.inputs, model.outputs, config.validate_inputs)
-        ort = _ort()
         wanted, device = PROVIDERS[backend]
-        if wanted not in ort.get_available_providers():
-            raise HastenError(
-                f"backend {backend} needs ONNX Runtime's {wanted}, which this onnxruntime build lacks "
-                f"(it has {', '.join(ort.get_available_providers())})",
-                hint="install the onnxruntime build with that provider (e.g. onnxruntime-gpu), or use ort-cpu",
-            )
         start = time.perf_counter()
-        try:
-            self._session = ort.InferenceSession(str(model.path), session_options(config), providers=provider_list(backend, config))
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            raise HastenError(f"ONNX Runtime could not load {model.path}: {exc}") from exc
+        self._session = open_session(model.path, backend, config)
         cold = time.perf_counter() - start
         active = tuple(self._session.get_providers())
-        if active[0] != wanted:
-            msg = f"{backend}: ONNX Runtime fell back from {wanted} to {active[0]}"
-            if not config.allow_fallback:
-                raise HastenError(msg, hint="check the device and drivers, or allow fallback (--allow-fallback)")
-            log.warning(msg)
         self._output_names = [o.name for o in self.outputs]
         self.info = RunnerInfo(backend, config.resolved_threads(), device if active[0] == wanted else "cpu",
                                active, cold, {"graph_optimization": config.graph_optimization,
-                                              "spinning": config.spinning, "onnxruntime": ort.__version__})
+                                              "spinning": config.spinning, "onnxruntime": _ort().__version__})
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        try:
-            outs = self._session.run(self._output_names, feed)
-        except Exception as exc:  # ORT's RuntimeException & co: bad values the specs cannot catch
-            raise HastenError(f"ONNX Runtime failed running the model: {exc}",
-                              hint="check the input values (e.g. token ids inside the vocabulary)") from exc
-        return dict(zip(self._output_names, outs))
+        return dict(zip(self._output_names, run_session(self._session, self._output_names, feed)))
 
     def close(self) -> None:
         self._session = None
