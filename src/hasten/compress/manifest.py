@@ -26,10 +26,28 @@ def node_split(before: Path, after: Path) -> tuple[list[str], list[str]]:
     them ``<name>_quant`` or ``<name>_MatMul_quant``), or the node itself with an input produced
     by a DequantizeLinear (QDQ format).
     """
+    return _split(_graph(before), _graph(after))
+
+
+def output_facts(before: Path, after: Path) -> dict[str, Any]:
+    """The manifest entries that describe the output: node split, op counts, file hash and size
+    (each graph read once)."""
+    dst = _graph(after)
+    quantized, kept = _split(_graph(before), dst)
+    counts: dict[str, int] = {}
+    for n in dst.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return {"quantized_nodes": quantized, "float_nodes": kept, "op_counts": dict(sorted(counts.items())),
+            "output": {"path": str(after), "sha256": sha256(after), "bytes": after.stat().st_size}}
+
+
+def _graph(path: Path) -> Any:
     import onnx
 
-    src = onnx.load(str(before), load_external_data=False).graph
-    dst = onnx.load(str(after), load_external_data=False).graph
+    return onnx.load(str(path), load_external_data=False).graph
+
+
+def _split(src: Any, dst: Any) -> tuple[list[str], list[str]]:
     dq_outputs = {o for n in dst.node if n.op_type == "DequantizeLinear" for o in n.output}
     by_name = {n.name: n for n in dst.node}
     int_names = [n.name for n in dst.node if n.op_type in INT_OPS]
@@ -44,33 +62,20 @@ def node_split(before: Path, after: Path) -> tuple[list[str], list[str]]:
     return quantized, kept
 
 
-def op_counts(path: Path) -> dict[str, int]:
-    import onnx
-
-    counts: dict[str, int] = {}
-    for n in onnx.load(str(path), load_external_data=False).graph.node:
-        counts[n.op_type] = counts.get(n.op_type, 0) + 1
-    return dict(sorted(counts.items()))
-
-
 def manifest_for(model: Any, out: Path, config: Any, facts: dict[str, Any], seconds: float,
                  source: Any = None) -> dict[str, Any]:
     """``model`` is the graph that was quantized (node names refer to it); ``source`` the user's."""
     from hasten.measure.machine import versions
 
     source = source or model
-    quantized, kept = node_split(model.path, out)
     backend = facts.pop("backend", None)
     return {
         "method": config.method,
         "config": config.to_dict(),
         "source": {"name": source.name, "path": str(source.path), "sha256": sha256(source.path)},
         **({"quantized_graph": str(model.path)} if model.path != source.path else {}),
-        "output": {"path": str(out), "sha256": sha256(out), "bytes": out.stat().st_size},
         "size_before_bytes": source.path.stat().st_size,
-        "quantized_nodes": quantized,
-        "float_nodes": kept,
-        "op_counts": op_counts(out),
+        **output_facts(model.path, out),
         "versions": versions(("hasten", "onnx", "onnxruntime", "torch", "openvino", "nncf")),
         "seconds": round(seconds, 2),
         "facts": facts,

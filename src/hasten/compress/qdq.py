@@ -158,16 +158,13 @@ def with_float_nodes(variant: Any, source: Any, nodes: tuple[str, ...], out: Pat
     import json
     from dataclasses import replace
 
-    from hasten.compress.manifest import node_split, op_counts, sha256
+    from hasten.compress.manifest import output_facts
     from hasten.models import Model
     from hasten.models.onnx_file import read_specs
 
     changed = keep_in_float(variant.path, source.path, nodes, out)
     manifest = json.loads(json.dumps(variant.info.extra["manifest"]))
-    quantized, kept = node_split(source.path, out)
-    manifest.update(quantized_nodes=quantized, float_nodes=kept, op_counts=op_counts(out),
-                    output={"path": str(out), "sha256": sha256(out), "bytes": out.stat().st_size},
-                    kept_in_float_by_fallback=changed)
+    manifest.update(**output_facts(source.path, out), kept_in_float_by_fallback=changed)
     out.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=2))
     inputs, outputs, facts = read_specs(out)
     info = replace(variant.info, path=str(out), inputs=inputs, outputs=outputs,
