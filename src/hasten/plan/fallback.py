@@ -34,14 +34,14 @@ class TrailStep:
         return {"excluded": list(self.excluded), "value": self.value, "passed": self.passed}
 
 
-def sensitivities(nodes: list[str], base_value: float, score: Scorer, costs: dict[str, int],
-                  higher_is_better: bool, progress: Callable[[int, int], None] | None = None) -> list[Sensitivity]:
-    """Each node's quality gain when only it is kept in float, ranked most useful first:
-    largest gain per byte of weights kept in float (cheapest-first among equally sensitive)."""
+def sensitivities(nodes: list[str], base_margin: float, score: Scorer, costs: dict[str, int],
+                  progress: Callable[[int, int], None] | None = None) -> list[Sensitivity]:
+    """Each node's gain in margin to the bar when only it is kept in float, ranked most useful
+    first: largest gain per byte of weights kept in float (cheapest-first among equally sensitive)."""
     out = []
     for i, node in enumerate(nodes):
-        value, _ = score((node,))
-        gain = (value - base_value) if higher_is_better else (base_value - value)
+        margin, _ = score((node,))
+        gain = margin - base_margin
         cost = max(costs.get(node, 1), 1)
         out.append(Sensitivity(node, gain, cost, gain / (cost / 1e6)))
         if progress is not None:
@@ -50,8 +50,9 @@ def sensitivities(nodes: list[str], base_value: float, score: Scorer, costs: dic
 
 
 def greedy_fallback(ranked: list[Sensitivity], score: Scorer, total: int, start: tuple[str, ...] = (),
-                    max_steps: int | None = None) -> tuple[list[TrailStep], bool]:
-    """Exclude nodes in ranked order until the budget holds; returns the trail and success.
+                    max_steps: int | None = None) -> list[TrailStep]:
+    """Exclude nodes in ranked order until the budget holds; returns the trail (whose last step
+    says whether it held).
     Stops when only one of the ``total`` quantized nodes would remain (all-float-but-one)."""
     trail: list[TrailStep] = []
     excluded = start
@@ -62,5 +63,5 @@ def greedy_fallback(ranked: list[Sensitivity], score: Scorer, total: int, start:
         trail.append(TrailStep(excluded, value, passed))
         log.info("fallback: +%s in float -> %.5f (%s)", s.node, value, "pass" if passed else "miss")
         if passed:
-            return trail, True
-    return trail, False
+            break
+    return trail

@@ -192,8 +192,8 @@ def _fallback(g: _Gate, variant: Model, quality: Quality, verdict: BudgetVerdict
     if len(nodes) < 2:
         return variant, quality, verdict, [], []
     costs = _weight_bytes(g.source.path)  # the graph the node names come from (fused, for transformers)
-    ranked = sensitivities(nodes, g.slack, g.score, costs, True)  # g.slack: of the all-quantized trial
-    trail, _ = greedy_fallback(ranked, g.score, len(nodes), start=g.qconfig.nodes_to_exclude,
+    ranked = sensitivities(nodes, g.slack, g.score, costs)  # g.slack: of the all-quantized trial
+    trail = greedy_fallback(ranked, g.score, len(nodes), start=g.qconfig.nodes_to_exclude,
                                max_steps=g.gate.max_fallback_steps)
     if not trail:
         return variant, quality, verdict, ranked, []
