@@ -10,10 +10,8 @@ QuantizeLinear / DequantizeLinear pairs that ONNX Runtime runs. torch is importe
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hasten.compress.config import Qat
+from hasten.compress.training import as_tuple, fidelity_targets, fit, shuffled_batches
 from hasten.core import HastenError
 
 if TYPE_CHECKING:
@@ -60,24 +59,23 @@ def _train(model: Model, config: Qat, data: Dataset, torch: Any) -> tuple[Any, d
     if not layers:
         raise HastenError(f"'{model.name}' has no nn.Linear or nn.Conv2d layer to quantize",
                           hint="use --method static or nncf, which quantize the ONNX graph")
-    batches = _batches(model, data, config, torch)
+    batches = shuffled_batches([s.name for s in model.inputs], data, config.batch_size, config.steps, torch)
     calib = batches[: max(1, math.ceil(min(len(data), CALIBRATION_EXAMPLES) / config.batch_size))]
     _set_mode(student, "observe")
     with torch.no_grad():
         for feed, _ in calib:
             student(*feed)
     _set_mode(student, "train")
-    targets, loss_name, loss_fn = _targets(model, batches, torch)
+    targets, loss_name, loss_fn = fidelity_targets(model.torch_module(), batches, torch)
+    loss_name = loss_name.replace("source", "fp32")
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=config.lr)
-    loss = float("nan")
-    with _progress(config.steps) as advance:
-        for step in range(config.steps):
-            out = loss_fn(_as_tuple(student(*batches[step % len(batches)][0])), targets[step % len(batches)])
-            optimizer.zero_grad(set_to_none=True)
-            out.backward()
-            optimizer.step()
-            loss = float(out.detach())
-            advance(loss)
+
+    def step_loss(step: int) -> Any:
+        feed, _ = batches[step % len(batches)]
+        return loss_fn(as_tuple(student(*feed)), targets[step % len(batches)])
+
+    fitted = fit(student, step_loss, config.steps, optimizer, torch, label="qat", train_mode=False)
+    loss = fitted.final_loss
     _set_mode(student, "export")
     acts = {name: student.get_submodule(name).act for name in layers}
     observers = {"weights": f"int8 symmetric per output channel, scale=max|w|/{weight_qmax}, per step",
@@ -89,41 +87,6 @@ def _train(model: Model, config: Qat, data: Dataset, torch: Any) -> tuple[Any, d
     return student, {"steps": config.steps, "final_loss": round(loss, 6), "loss": loss_name, "optimizer": "Adam",
                      "lr": config.lr, "batch_size": config.batch_size, "layers_fake_quantized": layers,
                      "observers": observers}
-
-
-def _batches(model: Model, data: Dataset, config: Qat, torch: Any) -> list[tuple[tuple[Any, ...], np.ndarray | None]]:
-    """(input tensors in model input order, labels or None) for each distinct training batch, from
-    a seeded shuffle of the data (sorted data sets would otherwise train on one class at a time)."""
-    from hasten.models.dataset import Dataset
-
-    perm = np.random.default_rng(0).permutation(len(data))
-    shuffled = Dataset({k: v[perm] for k, v in data.inputs.items()},
-                       None if data.labels is None else data.labels[perm], data.name)
-    size = min(config.batch_size, len(data))
-    count = min(config.steps, len(data) // math.gcd(len(data), size))  # batch starts cycle after this many
-    names = [s.name for s in model.inputs]
-    batches = []
-    for i in range(count):
-        feed = shuffled.batch(i * size, size)
-        labels = shuffled.labels_for(i * size, size) if shuffled.labels is not None else None
-        batches.append((tuple(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names), labels))
-    return batches
-
-
-def _targets(model: Model, batches: list[tuple[tuple[Any, ...], np.ndarray | None]],
-             torch: Any) -> tuple[list[Any], str, Callable[[tuple, Any], Any]]:
-    """Labels for classifiers (cross-entropy); otherwise the FP32 module's outputs (MSE), computed
-    once here so that the training loop pays only for the student."""
-    functional = torch.nn.functional
-    teacher = model.torch_module().eval()
-    with torch.no_grad():  # not inference_mode: its tensors cannot enter the autograd graph
-        first, labels = _as_tuple(teacher(*batches[0][0]))[0], batches[0][1]
-        if labels is not None and np.issubdtype(labels.dtype, np.integer) and first.ndim == 2 and first.shape[1] > 1:
-            return ([torch.from_numpy(y.astype(np.int64)) for _, y in batches], "cross_entropy",
-                    lambda outs, y: functional.cross_entropy(outs[0], y))
-        teacher_outs = [_as_tuple(teacher(*feed)) for feed, _ in batches]
-    return (teacher_outs, "mse_to_fp32",
-            lambda outs, ref: sum(functional.mse_loss(o, r) for o, r in zip(outs, ref) if o.is_floating_point()))
 
 
 def _export(model: Model, student: Any, data: Dataset, out: Path, torch: Any) -> dict[str, Any]:
@@ -152,7 +115,7 @@ def _check_export(path: Path, student: Any, feed: dict[str, np.ndarray], in_name
     import onnxruntime as ort
 
     with torch.no_grad():
-        ref = [t.numpy() for t in _as_tuple(student(*(torch.from_numpy(feed[n]) for n in in_names)))]
+        ref = [t.numpy() for t in as_tuple(student(*(torch.from_numpy(feed[n]) for n in in_names)))]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -202,29 +165,6 @@ def _store_int8_weights(path: Path) -> int:
     graph.initializer.extend(live)
     onnx.save(proto, str(path))
     return folded
-
-
-def _as_tuple(out: Any) -> tuple:
-    if isinstance(out, dict):
-        return tuple(out.values())
-    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-
-@contextlib.contextmanager
-def _progress(total: int) -> Iterator[Callable[[float], None]]:
-    """A transient progress bar on stderr when it is a terminal; silent otherwise."""
-    from hasten.core.console import stderr_console
-
-    console = stderr_console()
-    if not console.is_terminal:
-        yield lambda loss: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("qat"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4g}"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("qat", total=total, loss=float("nan"))
-        yield lambda loss: bar.update(task, advance=1, loss=loss)
 
 
 def _set_mode(module: Any, mode: str) -> None:

@@ -1,0 +1,211 @@
+"""The training pieces that QAT, pruning's fine-tuning and distillation share: deterministic
+batches, targets (labels or the source model's outputs), a progress bar, resumable checkpoints,
+and one loop with periodic evaluation and early stop. torch is imported lazily (callers pass it)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hasten.core import HastenError
+
+if TYPE_CHECKING:
+    from hasten.models import Dataset
+
+Batch = tuple[tuple[Any, ...], "np.ndarray | None"]  # (input tensors in model input order, labels or None)
+
+
+def as_tuple(out: Any) -> tuple:
+    """A module's output as a tuple of tensors (dict values, list items, or the one tensor)."""
+    if isinstance(out, dict):
+        return tuple(out.values())
+    if hasattr(out, "to_tuple"):  # transformers' ModelOutput
+        return tuple(out.to_tuple())
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def shuffled_batches(names: list[str], data: Dataset, batch_size: int, steps: int, torch: Any,
+                     seed: int = 0) -> list[Batch]:
+    """The distinct training batches of a seeded shuffle of ``data`` (a sorted data set would
+    otherwise train on one class at a time); step ``i`` uses batch ``i % len(batches)``."""
+    from hasten.models.dataset import Dataset
+
+    perm = np.random.default_rng(seed).permutation(len(data))
+    shuffled = Dataset({k: v[perm] for k, v in data.inputs.items()},
+                       None if data.labels is None else data.labels[perm], data.name)
+    size = min(batch_size, len(data))
+    count = max(1, min(steps, len(data) // math.gcd(len(data), size)))  # batch starts cycle after this many
+    batches = []
+    for i in range(count):
+        feed = shuffled.batch(i * size, size)
+        labels = shuffled.labels_for(i * size, size) if shuffled.labels is not None else None
+        batches.append((tuple(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names), labels))
+    return batches
+
+
+def is_classifier(outputs: tuple, labels: np.ndarray | None) -> bool:
+    """Integer labels and a [batch, classes > 1] first output: train on the labels."""
+    first = outputs[0]
+    return (labels is not None and np.issubdtype(labels.dtype, np.integer) and first.ndim == 2
+            and first.shape[1] > 1)
+
+
+def fidelity_targets(reference: Any, batches: list[Batch], torch: Any) -> tuple[list[Any], str, Callable[[tuple, Any], Any]]:
+    """Targets for fine-tuning a changed copy of ``reference``: the labels (cross-entropy) for
+    classifiers, else the reference module's own outputs (MSE), computed once here so that the
+    loop pays only for the model being trained."""
+    functional = torch.nn.functional
+    reference = reference.eval()
+    with torch.no_grad():  # not inference_mode: its tensors cannot enter the autograd graph
+        first = as_tuple(reference(*batches[0][0]))
+        if is_classifier(first, batches[0][1]):
+            return ([torch.from_numpy(y.astype(np.int64)) for _, y in batches], "cross_entropy",
+                    lambda outs, y: functional.cross_entropy(outs[0], y))
+        ref_outs = [as_tuple(reference(*feed)) for feed, _ in batches]
+    return (ref_outs, "mse_to_source",
+            lambda outs, ref: sum(functional.mse_loss(o, r) for o, r in zip(outs, ref) if o.is_floating_point()))
+
+
+@contextlib.contextmanager
+def progress(label: str, total: int, done: int = 0) -> Iterator[Callable[..., None]]:
+    """A transient progress bar on stderr when it is a terminal; silent otherwise (a live bar in
+    a log file is only noise). The callback takes the latest loss and, optionally, a status."""
+    from hasten.core.console import stderr_console
+
+    console = stderr_console()
+    if not console.is_terminal:
+        yield lambda loss, status="": None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4g}"),
+                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total, completed=done, loss=float("nan"), status="")
+        yield lambda loss, status="": bar.update(task, advance=1, loss=loss, **({"status": status} if status else {}))
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of a run's defining facts, so a checkpoint is never resumed into another run."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Checkpoint:
+    """``<folder>/checkpoint.pt`` (tensors only, read back with ``weights_only=True`` so loading
+    it can never run code) plus ``<folder>/checkpoint.json`` (step, run fingerprint, extras).
+    Written atomically: a run stopped mid-write resumes from the previous checkpoint."""
+
+    def __init__(self, folder: str | Path, run: str) -> None:
+        self.folder, self.run = Path(folder), run
+
+    @property
+    def meta_path(self) -> Path:
+        return self.folder / "checkpoint.json"
+
+    def save(self, step: int, module: Any, optimizer: Any, torch: Any, **extra: Any) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tensors = self.folder / "checkpoint.pt.tmp"
+        torch.save({"module": module.state_dict(), "optimizer": optimizer.state_dict()}, tensors)
+        os.replace(tensors, self.folder / "checkpoint.pt")
+        meta = self.folder / "checkpoint.json.tmp"
+        meta.write_text(json.dumps({"step": step, "run": self.run, **extra}, indent=1))
+        os.replace(meta, self.meta_path)
+
+    def meta(self) -> dict[str, Any] | None:
+        """The saved facts, or None when there is no checkpoint; refuses another run's checkpoint."""
+        if not self.meta_path.exists():
+            return None
+        try:
+            meta = json.loads(self.meta_path.read_text())
+            step = int(meta["step"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise HastenError(f"{self.meta_path} is not a readable checkpoint ({exc})",
+                              hint="delete the checkpoint folder to start over") from exc
+        if meta.get("run") != self.run:
+            raise HastenError(f"the checkpoint in {self.folder} belongs to a different run (other model, data or "
+                              f"settings) and would not resume this one",
+                              hint="pass another --checkpoint folder, or delete this one to start over")
+        meta["step"] = step
+        return meta
+
+    def restore(self, module: Any, optimizer: Any, torch: Any) -> int:
+        """Load the saved weights and optimizer state; returns the step to continue from (0: none)."""
+        meta = self.meta()
+        if meta is None:
+            return 0
+        try:
+            state = torch.load(self.folder / "checkpoint.pt", map_location="cpu", weights_only=True)
+            module.load_state_dict(state["module"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise HastenError(f"cannot resume from {self.folder}: {exc}",
+                              hint="delete the checkpoint folder to start over") from exc
+        return meta["step"]
+
+
+@dataclass
+class FitResult:
+    steps: int                      # steps done in total (resumed ones included)
+    resumed_from: int = 0
+    final_loss: float = float("nan")
+    stopped_early: bool = False
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "resumed_from": self.resumed_from, "final_loss": round(self.final_loss, 6),
+                "stopped_early": self.stopped_early, "evaluations": self.evaluations}
+
+
+def fit(module: Any, step_loss: Callable[[int], Any], steps: int, optimizer: Any, torch: Any, *, label: str,
+        checkpoint: Checkpoint | None = None, checkpoint_every: int = 100,
+        evaluate: Callable[[], dict[str, Any]] | None = None, evaluate_every: int = 0,
+        done: Callable[[dict[str, Any]], bool] | None = None, schedule: Any = None,
+        train_mode: bool = True) -> FitResult:
+    """Run ``steps`` optimizer steps of ``step_loss(step)`` on ``module`` (train mode), resuming
+    from ``checkpoint`` when it holds one. Every ``evaluate_every`` steps ``evaluate()`` runs in
+    eval mode; training stops early once ``done(evaluation)`` says so. ``train_mode=False`` keeps
+    dropout off and batch-norm statistics frozen while training (as QAT wants)."""
+    start = checkpoint.restore(module, optimizer, torch) if checkpoint is not None else 0
+    if schedule is not None:
+        for _ in range(start):
+            schedule.step()
+    result = FitResult(steps=start, resumed_from=start)
+    if checkpoint is not None and start:
+        result.evaluations = list((checkpoint.meta() or {}).get("evaluations", []))
+    module.train(train_mode)
+    with progress(label, steps, start) as advance:
+        for step in range(start, steps):
+            loss = step_loss(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            result.final_loss, result.steps = float(loss.detach()), step + 1
+            status = ""
+            if evaluate is not None and evaluate_every and result.steps % evaluate_every == 0:
+                module.eval()
+                with torch.no_grad():
+                    seen = {"step": result.steps, **evaluate()}
+                module.train(train_mode)
+                result.evaluations.append(seen)
+                status = " ".join(f"{k} {v:.4f}" for k, v in seen.items() if k != "step" and isinstance(v, float))
+                if done is not None and done(seen):
+                    result.stopped_early = True
+            if checkpoint is not None and (result.steps % checkpoint_every == 0 or result.stopped_early
+                                           or result.steps == steps):
+                checkpoint.save(result.steps, module, optimizer, torch, evaluations=result.evaluations)
+            advance(result.final_loss, status)
+            if result.stopped_early:
+                break
+    module.eval()
+    return result
