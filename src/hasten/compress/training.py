@@ -36,13 +36,26 @@ def as_tuple(out: Any) -> tuple:
 def shuffled_batches(names: list[str], data: Dataset, batch_size: int, steps: int, torch: Any,
                      seed: int = 0) -> list[Batch]:
     """The distinct training batches of a seeded shuffle of ``data`` (a sorted data set would
-    otherwise train on one class at a time); step ``i`` uses batch ``i % len(batches)``."""
+    otherwise train on one class at a time); step ``i`` uses batch ``i % len(batches)``.
+
+    Token data (an ``attention_mask`` input) is bucketed: examples of similar length share a batch,
+    so batches carry little padding (2-3x less compute on real sentences); the batch order is
+    shuffled again so lengths do not trend through training."""
     from hasten.models.dataset import Dataset
 
-    perm = np.random.default_rng(seed).permutation(len(data))
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(data))
+    size = min(batch_size, len(data))
+    mask = data.inputs.get("attention_mask")
+    if mask is not None and mask.ndim == 2 and len(data) > size:
+        window = size * 50  # sort within windows: similar lengths together, still random across windows
+        lengths = mask.sum(1)
+        perm = np.concatenate([chunk[np.argsort(lengths[chunk], kind="stable")]
+                               for chunk in np.array_split(perm, max(1, len(perm) // window))])
+        starts = np.arange(0, len(perm) - size + 1, size)
+        perm = np.concatenate([perm[s:s + size] for s in rng.permutation(starts)] + [perm[len(starts) * size:]])
     shuffled = Dataset({k: v[perm] for k, v in data.inputs.items()},
                        None if data.labels is None else data.labels[perm], data.name)
-    size = min(batch_size, len(data))
     count = max(1, min(steps, len(data) // math.gcd(len(data), size)))  # batch starts cycle after this many
     batches = []
     for i in range(count):
@@ -101,11 +114,17 @@ def fingerprint(*parts: Any) -> str:
 
 class Checkpoint:
     """``<folder>/checkpoint.pt`` (tensors only, read back with ``weights_only=True`` so loading
-    it can never run code) plus ``<folder>/checkpoint.json`` (step, run fingerprint, extras).
-    Written atomically: a run stopped mid-write resumes from the previous checkpoint."""
+    it can never run code) plus ``<folder>/checkpoint.json`` (step, run fingerprint, stage,
+    extras). Written atomically: a run stopped mid-write resumes from the previous checkpoint.
+    ``stage`` names a part of a multi-stage run (e.g. a pruning phase) whose weights have their
+    own shapes; a checkpoint of another stage of the same run is not restored into this one."""
 
-    def __init__(self, folder: str | Path, run: str) -> None:
-        self.folder, self.run = Path(folder), run
+    def __init__(self, folder: str | Path, run: str, stage: str = "", extra: dict[str, Any] | None = None) -> None:
+        self.folder, self.run, self.stage = Path(folder), run, stage
+        self.extra: dict[str, Any] = dict(extra or {})
+
+    def at(self, stage: str) -> "Checkpoint":
+        return Checkpoint(self.folder, self.run, stage, self.extra)
 
     @property
     def meta_path(self) -> Path:
@@ -114,19 +133,22 @@ class Checkpoint:
     def save(self, step: int, module: Any, optimizer: Any, torch: Any, **extra: Any) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tensors = self.folder / "checkpoint.pt.tmp"
-        torch.save({"module": module.state_dict(), "optimizer": optimizer.state_dict()}, tensors)
+        torch.save({"module": module.state_dict(), "optimizer": optimizer.state_dict(),
+                    "rng": torch.get_rng_state()}, tensors)  # dropout continues as if never stopped
         os.replace(tensors, self.folder / "checkpoint.pt")
         meta = self.folder / "checkpoint.json.tmp"
-        meta.write_text(json.dumps({"step": step, "run": self.run, **extra}, indent=1))
+        meta.write_text(json.dumps({"step": step, "run": self.run, "stage": self.stage, **self.extra, **extra},
+                                   indent=1))
         os.replace(meta, self.meta_path)
 
-    def meta(self) -> dict[str, Any] | None:
-        """The saved facts, or None when there is no checkpoint; refuses another run's checkpoint."""
+    def meta(self, any_stage: bool = False) -> dict[str, Any] | None:
+        """The saved facts, or None when there is no checkpoint (of this stage, unless
+        ``any_stage``); refuses another run's checkpoint."""
         if not self.meta_path.exists():
             return None
         try:
             meta = json.loads(self.meta_path.read_text())
-            step = int(meta["step"])
+            meta["step"] = int(meta["step"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise HastenError(f"{self.meta_path} is not a readable checkpoint ({exc})",
                               hint="delete the checkpoint folder to start over") from exc
@@ -134,7 +156,8 @@ class Checkpoint:
             raise HastenError(f"the checkpoint in {self.folder} belongs to a different run (other model, data or "
                               f"settings) and would not resume this one",
                               hint="pass another --checkpoint folder, or delete this one to start over")
-        meta["step"] = step
+        if not any_stage and meta.get("stage", "") != self.stage:
+            return None
         return meta
 
     def restore(self, module: Any, optimizer: Any, torch: Any) -> int:
@@ -146,6 +169,7 @@ class Checkpoint:
             state = torch.load(self.folder / "checkpoint.pt", map_location="cpu", weights_only=True)
             module.load_state_dict(state["module"])
             optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise HastenError(f"cannot resume from {self.folder}: {exc}",
                               hint="delete the checkpoint folder to start over") from exc
@@ -154,8 +178,9 @@ class Checkpoint:
 
 @dataclass
 class FitResult:
-    steps: int                      # steps done in total (resumed ones included)
-    resumed_from: int = 0
+    steps: int                      # the step reached (earlier stages and resumed steps included)
+    resumed_from: int = 0           # the checkpoint's step, when this run resumed one
+    started_at: int = 0             # the first step this run computed
     final_loss: float = float("nan")
     stopped_early: bool = False
     evaluations: list[dict[str, Any]] = field(default_factory=list)
@@ -169,17 +194,19 @@ def fit(module: Any, step_loss: Callable[[int], Any], steps: int, optimizer: Any
         checkpoint: Checkpoint | None = None, checkpoint_every: int = 100,
         evaluate: Callable[[], dict[str, Any]] | None = None, evaluate_every: int = 0,
         done: Callable[[dict[str, Any]], bool] | None = None, schedule: Any = None,
-        train_mode: bool = True) -> FitResult:
-    """Run ``steps`` optimizer steps of ``step_loss(step)`` on ``module`` (train mode), resuming
-    from ``checkpoint`` when it holds one. Every ``evaluate_every`` steps ``evaluate()`` runs in
+        train_mode: bool = True, start: int = 0) -> FitResult:
+    """Run optimizer steps ``start`` … ``steps - 1`` of ``step_loss(step)`` on ``module`` (train
+    mode), resuming from ``checkpoint`` when it holds a later step of this stage. Every ``evaluate_every`` steps ``evaluate()`` runs in
     eval mode; training stops early once ``done(evaluation)`` says so. ``train_mode=False`` keeps
     dropout off and batch-norm statistics frozen while training (as QAT wants)."""
-    start = checkpoint.restore(module, optimizer, torch) if checkpoint is not None else 0
+    restored = checkpoint.restore(module, optimizer, torch) if checkpoint is not None else 0
+    resumed = restored > start
+    start = max(start, restored)
     if schedule is not None:
         for _ in range(start):
             schedule.step()
-    result = FitResult(steps=start, resumed_from=start)
-    if checkpoint is not None and start:
+    result = FitResult(steps=start, resumed_from=start if resumed else 0, started_at=start)
+    if checkpoint is not None and resumed:
         result.evaluations = list((checkpoint.meta() or {}).get("evaluations", []))
     module.train(train_mode)
     with progress(label, steps, start) as advance:

@@ -73,10 +73,22 @@ def _from_torch(module: Any, example_input: Any, name: str | None, exporter: str
 
 
 def load_dataset(source: str | Path | Dataset, model: Model | None = None) -> Dataset:
-    """A `Dataset` from an ``.npz`` file, a built-in example name, or as given; checked against
-    ``model``'s inputs when a model is given."""
+    """A `Dataset` from an ``.npz`` file, a built-in example name, a ``.txt`` file (one text per
+    line) or ``pydoc`` (sentences of Python's own help pages) for text models, or as given;
+    checked against ``model``'s inputs when a model is given."""
+    from hasten.models import corpus
+
     if isinstance(source, Dataset):
         data = source
+    elif str(source) == corpus.PYDOC or str(source).endswith(".txt"):
+        if model is None:
+            raise HastenError(f"text data ({source}) needs the model, to tokenize it")
+        if str(source) == corpus.PYDOC:
+            data = corpus.text_dataset(model, corpus.pydoc_sentences(), "pydoc-topics")
+        else:
+            if not Path(source).is_file():
+                raise HastenError(f"text file not found: {source}")
+            data = corpus.text_dataset(model, corpus.read_lines(Path(source)), Path(source).stem)
     elif isinstance(source, str) and _example_name(source):
         from hasten.models.examples import example_dataset, load_example
 
@@ -93,6 +105,18 @@ def default_dataset(model: Model) -> Dataset | None:
     if model.info.source.startswith("example:"):
         return load_dataset(model.info.source.split(":", 1)[1], model)
     return None
+
+
+def training_dataset(model: Model) -> Dataset | None:
+    """Data to train on (fine-tuning, distillation) for a built-in example, disjoint from its
+    evaluation data: digits-cnn's training split; unlabeled pydoc sentences for text examples."""
+    if not model.info.source.startswith("example:"):
+        return None
+    if model.info.source == "example:digits-cnn":
+        from hasten.models.examples import digits
+
+        return digits.train_dataset()
+    return load_dataset("pydoc", model) if model.text_encoder is not None else None
 
 
 def _example_name(source: str) -> bool:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hasten.compress import QuantConfig, quantize
 from hasten.compress.ort_quant import prepare_for_ort
 from hasten.compress.qdq import QDQ_METHODS, with_float_nodes
@@ -85,24 +87,68 @@ def split(data: Dataset, config: QuantConfig) -> tuple[Dataset, Dataset]:
     return data.take(k), data.select(slice(k, None), data.name + "-eval")
 
 
+class Judge:
+    """Scores a variant's outputs against the baseline's on the evaluation data: the budget on the
+    main metric (paired CI when labels are used), the worst-example floor, the extra bars."""
+
+    def __init__(self, baseline: Any, data: Dataset, gate: GateConfig) -> None:
+        self.gate, self.eval = gate, data
+        self.metric = get_metric(gate.metric or ("accuracy" if data.labels is not None else "cosine"))
+        if self.metric.needs_labels and data.labels is None:
+            raise HastenError(f"metric '{self.metric.name}' needs labels, and data set '{data.name}' has none",
+                              hint="pass labelled data, or a fidelity metric such as --metric cosine")
+        self.budget = Budget.parse(gate.budget)
+        self.reference = collect_outputs(baseline, data, batch_size=gate.eval_batch_size)
+        if self.metric.needs_labels:
+            self.base_quality, self.base_scores = evaluate_scores(baseline, data, self.metric.name,
+                                                                  batch_size=gate.eval_batch_size)
+        else:
+            self.base_quality, self.base_scores = perfect(self.metric.name, len(data)), None
+        self.slack = 0.0
+
+    def outputs(self, runner: Any) -> np.ndarray:
+        return collect_outputs(runner, self.eval, batch_size=self.gate.eval_batch_size)
+
+    def judge(self, outputs: np.ndarray) -> tuple[Quality, BudgetVerdict]:
+        """Quality and verdict of ``outputs`` (the first output, every evaluation example);
+        ``self.slack`` becomes the tightest bar's normalised margin (negative: missed)."""
+        gate = self.gate
+        target = self.eval.labels if self.metric.needs_labels else self.reference
+        scores = self.metric.fn(outputs, target)
+        quality = summarize(self.metric, scores, len(self.eval))
+        paired = None
+        if self.base_scores is not None:  # same examples on both sides: the paired CI is the honest one
+            paired = paired_drop(self.base_scores, scores, higher_is_better=self.metric.higher_is_better)[1]
+        verdict = check_budget(self.base_quality, quality, self.budget, paired_drop_ci=paired)
+        slacks = [(verdict.allowed - verdict.drop) / max(verdict.allowed, 1e-9)]
+        if gate.min_example is not None:
+            worst = quality.extra.get("min", quality.value)
+            slacks.append((worst - gate.min_example) / max(1.0 - gate.min_example, 1e-3))
+            if worst < gate.min_example:
+                verdict = _failed(verdict, f"worst example {worst:.4f} < floor {gate.min_example}")
+        for name, floor in gate.require:
+            other = get_metric(name)
+            value = summarize(other, other.fn(outputs, self.eval.labels if other.needs_labels else self.reference),
+                              len(self.eval)).value
+            quality.extra[name] = value
+            slacks.append(((value - floor) if other.higher_is_better else (floor - value)) / max(abs(1.0 - floor), 1e-3))
+            if (value < floor) if other.higher_is_better else (value > floor):
+                verdict = _failed(verdict, f"{name} {value:.4f} misses {floor}")
+        self.slack = min(slacks)
+        return quality, verdict
+
+
 class _Gate:
     """Holds what every trial shares: the baseline outputs, the data split, the budget."""
 
     def __init__(self, model: Model, qconfig: QuantConfig, data: Dataset, gate: GateConfig, backend: str) -> None:
         self.model, self.qconfig, self.gate, self.backend = model, qconfig, gate, backend
         self.calib, self.eval = split(data, qconfig)
-        self.metric = get_metric(gate.metric or ("accuracy" if data.labels is not None else "cosine"))
-        self.budget = Budget.parse(gate.budget)
         self.bcfg = BackendConfig(threads=gate.threads)
         self.tmp = Path(tempfile.mkdtemp(prefix="hasten-gate-"))
-        baseline = compile(model, backend, self.bcfg)
-        self.reference = collect_outputs(baseline, self.eval, batch_size=gate.eval_batch_size)
-        if self.metric.needs_labels:
-            self.base_quality, self.base_scores = evaluate_scores(baseline, self.eval, self.metric.name,
-                                                                  batch_size=gate.eval_batch_size)
-        else:
-            self.base_quality, self.base_scores = perfect(self.metric.name, len(self.eval)), None
-        self.baseline = baseline
+        self.baseline = compile(model, backend, self.bcfg)
+        self.judge = Judge(self.baseline, self.eval, gate)
+        self.base_quality = self.judge.base_quality
         self.trials = 0
         # ONNX Runtime's fusion and pre-processing, once for every trial of the fallback
         self.source = prepare_for_ort(model, qconfig.method, self.tmp / "prepared.onnx")[0]
@@ -119,30 +165,8 @@ class _Gate:
             variant = quantize(self.source, self.qconfig.excluding(excluded), self.calib, out)
             if not extra and self.qconfig.method in QDQ_METHODS:
                 self.base_variant = variant
-        runner = compile(variant, self.backend, self.bcfg)
-        outputs = collect_outputs(runner, self.eval, batch_size=self.gate.eval_batch_size)
-        target = self.eval.labels if self.metric.needs_labels else self.reference
-        scores = self.metric.fn(outputs, target)
-        quality = summarize(self.metric, scores, len(self.eval))
-        paired = None
-        if self.base_scores is not None:  # same examples on both sides: the paired CI is the honest one
-            paired = paired_drop(self.base_scores, scores, higher_is_better=self.metric.higher_is_better)[1]
-        verdict = check_budget(self.base_quality, quality, self.budget, paired_drop_ci=paired)
-        slacks = [(verdict.allowed - verdict.drop) / max(verdict.allowed, 1e-9)]
-        if self.gate.min_example is not None:
-            worst = quality.extra.get("min", quality.value)
-            slacks.append((worst - self.gate.min_example) / max(1.0 - self.gate.min_example, 1e-3))
-            if worst < self.gate.min_example:
-                verdict = _failed(verdict, f"worst example {worst:.4f} < floor {self.gate.min_example}")
-        for name, floor in self.gate.require:
-            other = get_metric(name)
-            value = summarize(other, other.fn(outputs, self.eval.labels if other.needs_labels else self.reference),
-                              len(self.eval)).value
-            quality.extra[name] = value
-            slacks.append(((value - floor) if other.higher_is_better else (floor - value)) / max(abs(1.0 - floor), 1e-3))
-            if (value < floor) if other.higher_is_better else (value > floor):
-                verdict = _failed(verdict, f"{name} {value:.4f} misses {floor}")
-        self.slack = min(slacks)
+        quality, verdict = self.judge.judge(self.judge.outputs(compile(variant, self.backend, self.bcfg)))
+        self.slack = self.judge.slack
         self.last = (excluded, variant, quality, verdict)
         return variant, quality, verdict
 

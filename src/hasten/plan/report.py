@@ -78,3 +78,100 @@ def _trail(result: Any, Table: Any) -> Any:
                   f"{step.value:.5f}", "pass" if step.passed else "miss")
         prev = step.excluded
     return t
+
+
+def print_derived(result: Any) -> None:
+    """Before/after table of a pruned or distilled model: parameters, MACs, size, quality with its
+    interval, latency; then what changed per layer and the guard's verdict."""
+    from rich.table import Table
+
+    from hasten.core.console import stdout_console
+
+    con = stdout_console()
+    m = result.manifest
+    params, macs = m.get("parameters", {}), m.get("macs", {})
+    label = {"prune": f"pruned ({m.get('config', {}).get('method')})", "distill": "student"}.get(m.get("method"), "variant")
+    t = Table(title=f"{m.get('source', {}).get('name', '?')} — {label} on {result.backend}")
+    for col in ("", "params", "non-zero", "MACs", "size MB", "quality", "95% CI", *_speed_cols(result)):
+        t.add_column(col, justify="left" if col == "" else "right")
+    for who, name, q in (("before", "source", result.baseline_quality), ("after", label, result.quality)):
+        p = params.get(who, {})
+        size = m.get("size_before_bytes", 0) if who == "before" else m.get("output", {}).get("bytes", 0)
+        t.add_row(name, _count(p.get("total")), _count(p.get("nonzero")), _count(macs.get(who)), f"{size / 1e6:.2f}",
+                  _q(q), _ci(q), *_speed(result, "baseline" if who == "before" else "variant"))
+    con.print(t)
+    shape = ", ".join(f"{k} {v}" for k, v in macs.get("shape", {}).items())
+    con.print(f"MACs counted at {shape}; quality ({result.quality.metric}) on {result.split.get('evaluation', 0)} "
+              f"held-out examples: {result.verdict.message}", highlight=False, soft_wrap=True)
+    _print_training(con, m)
+    _print_layers(con, m, Table)
+    if m.get("speed_note"):
+        con.print(f"note: {m['speed_note']}", highlight=False, soft_wrap=True)
+    if result.guard is not None:
+        for row in result.guard.rows:
+            verdict = "faster beyond noise" if row.faster_beyond_noise else (
+                "slower beyond noise" if row.slower_beyond_noise else "within noise")
+            con.print(f"batch {row.batch_size}: {row.speedup:.2f}× ({verdict})", highlight=False)
+        for reason in result.guard.reasons:
+            con.print(f"  why: {reason}", highlight=False, soft_wrap=True)
+
+
+def _count(n: Any) -> str:
+    if n is None:
+        return ""
+    n = float(n)
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def _print_training(con: Any, m: dict[str, Any]) -> None:
+    run = m.get("finetune") or m.get("training")
+    if not run or not run.get("steps"):
+        if m.get("method") == "prune":
+            con.print("fine-tuning: none (pass --finetune-steps N with --data to recover quality)", highlight=False)
+        return
+    what = "fine-tuning" if "finetune" in m else "distillation"
+    data = run.get("data") or {}
+    line = (f"{what}: {run['steps']} steps on {data.get('name', '?')} ({data.get('examples', '?')} examples), "
+            f"final loss {run.get('final_loss')}")
+    if run.get("resumed_from"):
+        line += f", resumed from step {run['resumed_from']}"
+    if run.get("stopped_early"):
+        line += ", stopped early: the budget held"
+    evals = run.get("evaluations") or []
+    if evals:
+        last = evals[-1]
+        line += "; last check at step {}: {}".format(
+            last.get("step"), ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float)))
+    con.print(line, highlight=False, soft_wrap=True)
+
+
+def _print_layers(con: Any, m: dict[str, Any], Table: Any) -> None:
+    if m.get("channels_per_layer"):
+        t = Table(title="Channels per layer (outputs, inputs: before → after)")
+        for col in ("layer", "outputs", "inputs"):
+            t.add_column(col)
+        for name, c in m["channels_per_layer"].items():
+            t.add_row(name, f"{c['out'][0]} → {c['out'][1]}", f"{c['in'][0]} → {c['in'][1]}")
+        con.print(t)
+    if m.get("heads_per_layer"):
+        con.print("attention heads per layer: " + ", ".join(f"{a}→{b}" for a, b in m["heads_per_layer"]),
+                  highlight=False)
+    if m.get("sparsity_per_layer"):
+        t = Table(title=f"Sparsity per layer (overall {m.get('sparsity_overall', 0):.1%})")
+        t.add_column("layer")
+        t.add_column("zeros", justify="right")
+        if "two_four_layers" in m:
+            t.add_column("2:4 pattern")
+        for name, s in m["sparsity_per_layer"].items():
+            extra = []
+            if "two_four_layers" in m:
+                extra = ["yes" if m["two_four_layers"].get(name) else m.get("skipped_layers", {}).get(name, "no")]
+            t.add_row(name, f"{s:.1%}", *extra)
+        con.print(t)
+    student = m.get("student")
+    if student and student.get("kind") == "layers":
+        con.print(f"student: blocks {student['kept_blocks']} of the teacher's {student['teacher_blocks']} "
+                  f"({student['blocks']}), initialised from the teacher", highlight=False)

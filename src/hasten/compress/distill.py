@@ -1,0 +1,283 @@
+"""`distill()`: train a smaller student to imitate a teacher.
+
+Classifiers learn the teacher's temperature-softened logits (KL divergence × T², Hinton et al.)
+plus the hard labels when there are any; sentence encoders learn the teacher's embeddings (MSE
+and/or cosine) from unlabeled text. The student is given (``module:function``) or derived from
+the teacher: ``layers=3`` keeps evenly spaced transformer blocks (``layers=0,2,4`` names them),
+``width=0.5`` keeps the most important half of the channels; either way it starts from the
+teacher's weights. Runs resume from checkpoints. torch is imported lazily.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hasten.compress.training import (Checkpoint, as_tuple, fingerprint, fit, is_classifier, shuffled_batches)
+from hasten.core import HastenError
+
+if TYPE_CHECKING:
+    from hasten.compress.prune import Monitor
+    from hasten.models import Dataset, Model
+
+LOSSES = ("auto", "kl", "mse", "cosine", "mse+cosine")
+BLOCK_LISTS = ("layer", "layers", "h", "blocks", "block")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """``student``: ``layers=N`` | ``layers=i,j,k`` | ``width=F`` | ``module:function``.
+    ``alpha`` weighs the soft-target loss against the hard-label loss (classifiers with labels);
+    ``temperature`` softens both distributions; ``loss`` ``auto`` is ``kl`` for classifiers and
+    ``mse+cosine`` for embeddings. The learning rate follows a cosine decay over ``steps``."""
+
+    student: str = "layers=3"
+    steps: int = 1000
+    temperature: float = 4.0
+    alpha: float = 0.7
+    loss: str = "auto"
+    lr: float = 1e-4
+    batch_size: int = 32
+    max_length: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        parse_student(self.student)
+        if self.loss not in LOSSES:
+            raise HastenError(f"unknown distillation loss '{self.loss}'", hint="use one of: " + ", ".join(LOSSES))
+        if not 0 <= self.alpha <= 1:
+            raise HastenError(f"alpha must be within [0, 1], got {self.alpha}", hint="1 = soft targets only")
+        if not self.temperature > 0:
+            raise HastenError(f"temperature must be > 0, got {self.temperature}", hint="typical values: 2 to 8")
+        for name, value in (("steps", self.steps), ("batch_size", self.batch_size), ("max_length", self.max_length)):
+            if not isinstance(value, int) or value < 1:
+                raise HastenError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise HastenError(f"lr must be > 0, got {self.lr!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_student(text: str) -> tuple[str, Any]:
+    """('layers', count or index tuple) | ('width', fraction) | ('module', 'pkg.mod:function')."""
+    text = str(text).strip()
+    kind, sep, value = text.partition("=")
+    if sep and kind == "layers":
+        try:
+            if "," in value:
+                idx = tuple(int(v) for v in value.split(","))
+                if len(set(idx)) != len(idx) or min(idx) < 0:
+                    raise ValueError
+                return "layers", tuple(sorted(idx))
+            count = int(value)
+            if count < 1:
+                raise ValueError
+            return "layers", count
+        except ValueError:
+            raise HastenError(f"--student {text}: want layers=N (N >= 1) or layers=i,j,k (distinct indices)",
+                              hint="e.g. layers=3 or layers=0,2,4") from None
+    if sep and kind == "width":
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = -1.0
+        if not 0 < fraction < 1:
+            raise HastenError(f"--student {text}: width is the fraction of channels kept, between 0 and 1",
+                              hint="e.g. width=0.5")
+        return "width", fraction
+    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", text):
+        return "module", text
+    raise HastenError(f"cannot read --student '{text}'",
+                      hint="use layers=N, layers=0,2,4, width=0.5 or module:function (a function returning a torch module)")
+
+
+def kd_loss(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
+    """KL(teacher ‖ student) on temperature-softened distributions, × T² so its gradients keep
+    their size as T changes (Hinton et al., 2015); averaged over the batch."""
+    import torch.nn.functional as F
+
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
+                    reduction="batchmean", log_target=True) * (t * t)
+
+
+def embedding_loss(student: Any, teacher: Any, kind: str) -> Any:
+    import torch.nn.functional as F
+
+    parts = []
+    if "mse" in kind:
+        parts.append(F.mse_loss(student, teacher) * student.shape[-1])  # per-dimension MSE × width: O(1)
+    if "cosine" in kind:
+        parts.append((1 - F.cosine_similarity(student, teacher, dim=-1)).mean())
+    return sum(parts)
+
+
+# ---------------------------------------------------------------------------- students
+
+def block_list(module: Any, torch: Any) -> tuple[str, Any]:
+    """The transformer's list of blocks: the longest nn.ModuleList named like one."""
+    best = None
+    for name, sub in module.named_modules():
+        if isinstance(sub, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in BLOCK_LISTS and len(sub) >= 2:
+            if best is None or len(sub) > len(best[1]):
+                best = (name, sub)
+    if best is None:
+        raise HastenError("layers=N needs a transformer (a ModuleList of blocks named layer/layers/h/blocks); "
+                          "this model has none", hint="use --student width=0.5, or module:function for your own student")
+    return best
+
+
+def keep_indices(total: int, want: int | tuple[int, ...]) -> tuple[int, ...]:
+    """Evenly spaced blocks, first one included: 3 of 6 -> (0, 2, 4)."""
+    if isinstance(want, tuple):
+        if max(want) >= total:
+            raise HastenError(f"layers={','.join(map(str, want))}: the teacher has only {total} blocks (0..{total - 1})")
+        return want
+    if want >= total:
+        raise HastenError(f"layers={want}: the teacher has {total} blocks; a student needs fewer",
+                          hint=f"e.g. layers={max(1, total // 2)}")
+    return tuple(sorted({int(i * total / want) for i in range(want)}))
+
+
+def derive_student(teacher: Model, spec: str, torch: Any) -> tuple[Any, dict[str, Any]]:
+    kind, value = parse_student(spec)
+    if kind == "layers":
+        student = copy.deepcopy(teacher.torch_module())
+        name, blocks = block_list(student, torch)
+        keep = keep_indices(len(blocks), value)
+        parent_name, _, attr = name.rpartition(".")
+        setattr(student.get_submodule(parent_name) if parent_name else student, attr,
+                torch.nn.ModuleList([blocks[i] for i in keep]))
+        for sub in student.modules():
+            cfg = getattr(sub, "config", None)
+            if cfg is not None and hasattr(cfg, "num_hidden_layers"):
+                cfg.num_hidden_layers = len(keep)
+        for new, i in enumerate(keep):  # blocks that know their index (caches, logging) get the new one
+            for sub in student.get_submodule(name)[new].modules():
+                if isinstance(getattr(sub, "layer_idx", None), int):
+                    sub.layer_idx = new
+        return student, {"kind": "layers", "kept_blocks": list(keep), "teacher_blocks": len(blocks), "blocks": name}
+    if kind == "width":
+        from hasten.compress.prune import PruneConfig, prune
+
+        narrowed = prune(teacher, PruneConfig("channel", amount=round(1 - value, 6), importance="l2"))
+        return copy.deepcopy(narrowed.torch_module()), {"kind": "width", "kept_fraction": value,
+                                                       "channels": narrowed.info.extra["manifest"]["channels_per_layer"]}
+    return _user_student(teacher, value, torch), {"kind": "module", "function": value}
+
+
+def _user_student(teacher: Model, target: str, torch: Any) -> Any:
+    mod_name, fn_name = target.split(":")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise HastenError(f"cannot load the student function {target}: {exc}",
+                          hint="the module must be importable (on PYTHONPATH) and define the function") from exc
+    takes_teacher = len(inspect.signature(fn).parameters) >= 1
+    student = fn(teacher.torch_module()) if takes_teacher else fn()
+    if not isinstance(student, torch.nn.Module):
+        raise HastenError(f"{target} returned {type(student).__name__}, not a torch.nn.Module")
+    with torch.no_grad():
+        want = [tuple(t.shape) for t in as_tuple(teacher.torch_module()(*teacher.example_input()))]
+        try:
+            got = [tuple(t.shape) for t in as_tuple(student.eval()(*teacher.example_input()))]
+        except Exception as exc:  # noqa: BLE001 - the user's module; say what failed
+            raise HastenError(f"the student from {target} fails on the teacher's example input: {exc}") from exc
+    if got != want:
+        raise HastenError(f"the student from {target} returns shapes {got}; the teacher returns {want}",
+                          hint="a student must take the same inputs and give outputs of the same shape")
+    return student
+
+
+# ---------------------------------------------------------------------------- training
+
+def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Path | None = None, *,
+            monitor: Monitor | None = None, checkpoint: str | Path | None = None) -> Model:
+    """Distil ``teacher`` into the student ``config.student`` on ``data``; export to ``out``;
+    return the student `Model` (``info.extra["manifest"]`` says how)."""
+    import tempfile
+
+    from hasten.compress.derived import export_derived
+    from hasten.models.torch_export import import_torch
+
+    if not teacher.has_torch:
+        raise HastenError(f"distillation needs the PyTorch module of '{teacher.name}', which was loaded from "
+                          f"{teacher.info.source}",
+                          hint="load it from torch, a sentence-transformers folder or a built-in example")
+    if data is None or len(data) < 2:
+        raise HastenError("distillation needs training data (at least 2 examples)",
+                          hint="pass --data file.npz, or text: --data sentences.txt or --data pydoc")
+    torch = import_torch()
+    started = time.perf_counter()
+    out = Path(out) if out else Path(tempfile.mkdtemp(prefix="hasten-distill-")) / f"{teacher.name}.student.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    teacher_module = teacher.torch_module().eval()
+    student, how = derive_student(teacher, config.student, torch)
+    names = [s.name for s in teacher.inputs]
+    batches = shuffled_batches(names, _truncated(data, config.max_length), config.batch_size, config.steps, torch,
+                               config.seed)
+    with torch.no_grad():
+        first = as_tuple(teacher_module(*batches[0][0]))
+    classifier = is_classifier(first, batches[0][1]) or (config.loss == "kl" and first[0].ndim == 2)
+    kind = config.loss if config.loss != "auto" else ("kl" if classifier else "mse+cosine")
+    if kind == "kl" and not (first[0].ndim == 2 and first[0].shape[1] > 1):
+        raise HastenError("the kl loss needs a teacher that outputs logits [batch, classes]",
+                          hint="use --loss mse or cosine for embedding models")
+    cache: dict[int, Any] = {}
+
+    def teacher_out(i: int) -> Any:  # each distinct batch's teacher outputs, computed once
+        if i not in cache:
+            with torch.no_grad():
+                cache[i] = as_tuple(teacher_module(*batches[i][0]))[0]
+        return cache[i]
+
+    hard = torch.nn.functional.cross_entropy
+
+    def step_loss(step: int) -> Any:
+        i = step % len(batches)
+        feed, labels = batches[i]
+        s = as_tuple(student(*feed))[0]
+        t = teacher_out(i)
+        if kind != "kl":
+            return embedding_loss(s, t, kind)
+        loss = kd_loss(s, t, config.temperature)
+        if labels is not None and config.alpha < 1:
+            loss = config.alpha * loss + (1 - config.alpha) * hard(s, torch.from_numpy(labels.astype(np.int64)))
+        return loss
+
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=config.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+    run = fingerprint("distill", teacher.name, str(teacher.path), config.to_dict(), data.name, len(data))
+    fitted = fit(student, step_loss, config.steps, optimizer, torch, label=f"distilling ({config.student})",
+                 checkpoint=Checkpoint(checkpoint, run) if checkpoint else None, schedule=schedule,
+                 checkpoint_every=max(50, config.steps // 20),
+                 evaluate=(lambda: monitor.evaluate(student)) if monitor else None,
+                 evaluate_every=monitor.every if monitor else 0, done=monitor.done if monitor else None)
+    facts = {"student": how, "teacher": {"name": teacher.name, "path": str(teacher.path)},
+             "loss": kind, "temperature": config.temperature if kind == "kl" else None,
+             "alpha": config.alpha if kind == "kl" else None, "optimizer": "AdamW, cosine decay",
+             "training": {**fitted.to_dict(), "data": {"name": data.name, "examples": len(data)},
+                          "distinct_batches": len(batches)}}
+    keep = {"num_heads": teacher.info.extra["num_heads"]} if "num_heads" in teacher.info.extra else {}
+    return export_derived(teacher, student, out, "distill", config.to_dict(), facts, started, "student", keep)
+
+
+def _truncated(data: Dataset, max_length: int) -> Dataset:
+    """Token inputs cut to ``max_length`` (training cost grows with length; the teacher sees the same)."""
+    from hasten.models.dataset import Dataset
+
+    mask = data.inputs.get("attention_mask")
+    if mask is None or mask.ndim != 2 or mask.shape[1] <= max_length:
+        return data
+    return Dataset({k: (v[:, :max_length] if v.ndim == 2 and v.shape == mask.shape else v) for k, v in data.inputs.items()},
+                   data.labels, data.name, data.texts)

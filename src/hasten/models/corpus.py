@@ -1,0 +1,53 @@
+"""Text that ships with Python, for training on unlabeled sentences without downloading anything:
+the standard library's ``pydoc_data`` topics (the language reference's help pages)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hasten.core import HastenError
+from hasten.models.dataset import Dataset
+from hasten.models.model import Model
+
+PYDOC = "pydoc"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+_CODE_LIKE = re.compile(r"[>{}=\[\]|]{2,}|\*\*|\.\.\.|::|^\W")
+
+
+def pydoc_sentences(min_words: int = 6, max_words: int = 60) -> list[str]:
+    """English sentences from ``pydoc_data.topics``: prose only (lines that look like code are
+    dropped), deduplicated, in a fixed order — about 1,600 of them."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as exc:  # some distributions strip it
+        raise HastenError("this Python has no pydoc_data module (some distributions leave it out)",
+                          hint="pass your own text: --data sentences.txt (one per line)") from exc
+    out: dict[str, None] = {}
+    for key in sorted(topics):
+        prose = " ".join(line.strip() for line in topics[key].splitlines()
+                         if line.strip() and not line.startswith((" " * 3, "\t")))
+        for sentence in _SENTENCE_END.split(re.sub(r"\s+", " ", prose)):
+            sentence = sentence.strip()
+            if min_words <= len(sentence.split()) <= max_words and not _CODE_LIKE.search(sentence):
+                out.setdefault(sentence, None)
+    return list(out)
+
+
+def text_dataset(model: Model, texts: list[str], name: str) -> Dataset:
+    """``texts`` tokenized for ``model`` (padded to the longest; batches trim themselves)."""
+    if model.text_encoder is None:
+        raise HastenError(f"'{model.name}' does not take text (it has no tokenizer)",
+                          hint="pass a .npz file with one array per model input")
+    if not texts:
+        raise HastenError(f"data set '{name}' holds no text")
+    return Dataset(model.text_encoder.encode(texts), None, name=name, texts=texts)
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-empty lines of a UTF-8 text file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise HastenError(f"{path} is not UTF-8 text ({exc})", hint="save it as UTF-8, one sentence per line") from exc
+    return [line.strip() for line in text.splitlines() if line.strip()]
