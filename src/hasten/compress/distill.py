@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from hasten.models import Dataset, Model
 
 LOSSES = ("auto", "kl", "mse", "cosine", "mse+cosine")
+PROBE_EXAMPLES = 128  # training examples used to choose which blocks a layers=N student keeps
 BLOCK_LISTS = ("layer", "layers", "h", "blocks", "block")
 
 
@@ -37,7 +38,10 @@ class DistillConfig:
     """``student``: ``layers=N`` | ``layers=i,j,k`` | ``width=F`` | ``module:function``.
     ``alpha`` weighs the soft-target loss against the hard-label loss (classifiers with labels);
     ``temperature`` softens both distributions; ``loss`` ``auto`` is ``kl`` for classifiers and
-    ``mse+cosine`` for embeddings. The learning rate follows a cosine decay over ``steps``."""
+    ``mse+cosine`` for embeddings. The learning rate follows a cosine decay over ``steps``.
+    ``hidden_weight`` adds, for ``layers=`` students, an MSE between each student block's output
+    and the teacher block it stands in for (every token: far more signal per sentence than the
+    pooled embedding alone); 0 turns it off."""
 
     student: str = "layers=3"
     steps: int = 1000
@@ -47,6 +51,7 @@ class DistillConfig:
     lr: float = 1e-4
     batch_size: int = 32
     max_length: int = 128
+    hidden_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -62,6 +67,8 @@ class DistillConfig:
                 raise HastenError(f"{name} must be a positive integer, got {value!r}")
         if not self.lr > 0:
             raise HastenError(f"lr must be > 0, got {self.lr!r}")
+        if not self.hidden_weight >= 0:
+            raise HastenError(f"hidden_weight must be >= 0, got {self.hidden_weight!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,12 +155,42 @@ def keep_indices(total: int, want: int | tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted({int(i * total / want) for i in range(want)}))
 
 
-def derive_student(teacher: Model, spec: str, torch: Any) -> tuple[Any, dict[str, Any]]:
+def choose_blocks(teacher: Any, name: str, want: int, probe: list[tuple[Any, ...]], torch: Any) -> tuple[int, ...]:
+    """Which ``want`` blocks to keep: drop, one at a time, the block whose removal changes the
+    teacher's output least on ``probe`` inputs (training data), by mean cosine similarity."""
+    model = copy.deepcopy(teacher).eval()
+    blocks = list(model.get_submodule(name))
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    with torch.no_grad():
+        reference = [as_tuple(teacher(*feed))[0].flatten(1) for feed in probe]
+
+        def score(keep: list[int]) -> float:
+            setattr(parent, attr, torch.nn.ModuleList([blocks[i] for i in keep]))
+            got = [as_tuple(model(*feed))[0].flatten(1) for feed in probe]
+            return float(torch.cat([torch.nn.functional.cosine_similarity(g, r, dim=1)
+                                    for g, r in zip(got, reference)]).mean())
+
+        keep = list(range(len(blocks)))
+        while len(keep) > want:
+            best = max(keep, key=lambda drop: score([i for i in keep if i != drop]))
+            keep.remove(best)
+    return tuple(keep)
+
+
+def derive_student(teacher: Model, spec: str, torch: Any, probe: list[tuple[Any, ...]] | None = None
+                   ) -> tuple[Any, dict[str, Any]]:
+    """The student and how it was made. For ``layers=N`` with ``probe`` inputs the blocks are
+    chosen by `choose_blocks`; without, evenly spaced."""
     kind, value = parse_student(spec)
     if kind == "layers":
         student = copy.deepcopy(teacher.torch_module())
         name, blocks = block_list(student, torch)
-        keep = keep_indices(len(blocks), value)
+        if isinstance(value, int) and probe:
+            keep_indices(len(blocks), value)  # validates the count
+            keep, how = choose_blocks(teacher.torch_module(), name, value, probe, torch), "least output change on training data"
+        else:
+            keep, how = keep_indices(len(blocks), value), "evenly spaced" if isinstance(value, int) else "as given"
         parent_name, _, attr = name.rpartition(".")
         setattr(student.get_submodule(parent_name) if parent_name else student, attr,
                 torch.nn.ModuleList([blocks[i] for i in keep]))
@@ -165,7 +202,8 @@ def derive_student(teacher: Model, spec: str, torch: Any) -> tuple[Any, dict[str
             for sub in student.get_submodule(name)[new].modules():
                 if isinstance(getattr(sub, "layer_idx", None), int):
                     sub.layer_idx = new
-        return student, {"kind": "layers", "kept_blocks": list(keep), "teacher_blocks": len(blocks), "blocks": name}
+        return student, {"kind": "layers", "kept_blocks": list(keep), "teacher_blocks": len(blocks), "blocks": name,
+                         "chosen": how}
     if kind == "width":
         from hasten.compress.prune import PruneConfig, prune
 
@@ -222,10 +260,12 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     teacher_module = teacher.torch_module().eval()
-    student, how = derive_student(teacher, config.student, torch)
     names = [s.name for s in teacher.inputs]
     batches = shuffled_batches(names, _truncated(data, config.max_length), config.batch_size, config.steps, torch,
                                config.seed)
+    probe = [feed for feed, _ in batches[: max(1, PROBE_EXAMPLES // config.batch_size)]]
+    student, how = derive_student(teacher, config.student, torch, probe)
+    hidden = _HiddenMatch(teacher_module, student, how, torch) if how["kind"] == "layers" and config.hidden_weight else None
     with torch.no_grad():
         first = as_tuple(teacher_module(*batches[0][0]))
     classifier = is_classifier(first, batches[0][1]) or (config.loss == "kl" and first[0].ndim == 2)
@@ -236,6 +276,9 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
     cache: dict[int, Any] = {}
 
     def teacher_out(i: int) -> Any:  # each distinct batch's teacher outputs, computed once
+        if hidden is not None:  # block outputs are too big to keep: the teacher runs every step
+            with torch.no_grad():
+                return as_tuple(teacher_module(*batches[i][0]))[0]
         if i not in cache:
             with torch.no_grad():
                 cache[i] = as_tuple(teacher_module(*batches[i][0]))[0]
@@ -249,7 +292,10 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
         s = as_tuple(student(*feed))[0]
         t = teacher_out(i)
         if kind != "kl":
-            return embedding_loss(s, t, kind)
+            loss = embedding_loss(s, t, kind)
+            if hidden is not None:
+                loss = loss + config.hidden_weight * hidden.loss(_mask(teacher, feed))
+            return loss
         loss = kd_loss(s, t, config.temperature)
         if labels is not None and config.alpha < 1:
             loss = config.alpha * loss + (1 - config.alpha) * hard(s, torch.from_numpy(labels.astype(np.int64)))
@@ -263,13 +309,55 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
                  checkpoint_every=max(50, config.steps // 20),
                  evaluate=(lambda: monitor.evaluate(student)) if monitor else None,
                  evaluate_every=monitor.every if monitor else 0, done=monitor.done if monitor else None)
+    if hidden is not None:
+        hidden.close()
     facts = {"student": how, "teacher": {"name": teacher.name, "path": str(teacher.path)},
-             "loss": kind, "temperature": config.temperature if kind == "kl" else None,
+             "loss": kind + (f" + {config.hidden_weight:g} x block-output mse" if hidden is not None else ""), "temperature": config.temperature if kind == "kl" else None,
              "alpha": config.alpha if kind == "kl" else None, "optimizer": "AdamW, cosine decay",
              "training": {**fitted.to_dict(), "data": {"name": data.name, "examples": len(data)},
                           "distinct_batches": len(batches)}}
     keep = {"num_heads": teacher.info.extra["num_heads"]} if "num_heads" in teacher.info.extra else {}
     return export_derived(teacher, student, out, "distill", config.to_dict(), facts, started, "student", keep)
+
+
+def _mask(model: Model, feed: tuple[Any, ...]) -> Any:
+    names = [s.name for s in model.inputs]
+    return feed[names.index("attention_mask")] if "attention_mask" in names else None
+
+
+class _HiddenMatch:
+    """Forward hooks that keep each block's output, and the MSE (over real tokens) between each
+    student block and the teacher block it replaces: student block j, started from teacher block
+    keep[j], learns to output what teacher block keep[j+1] - 1 outputs (the last: the last one)."""
+
+    def __init__(self, teacher: Any, student: Any, how: dict[str, Any], torch: Any) -> None:
+        keep, total = how["kept_blocks"], how["teacher_blocks"]
+        self.pairs = [(j, keep[j + 1] - 1 if j + 1 < len(keep) else total - 1) for j in range(len(keep))]
+        self.seen: dict[str, dict[int, Any]] = {"t": {}, "s": {}}
+        self.handles = []
+        for who, module in (("t", teacher), ("s", student)):
+            for i, block in enumerate(module.get_submodule(how["blocks"])):
+                self.handles.append(block.register_forward_hook(self._keeper(who, i)))
+
+    def _keeper(self, who: str, i: int) -> Any:
+        def hook(module: Any, args: Any, out: Any) -> None:
+            self.seen[who][i] = out[0] if isinstance(out, (tuple, list)) else out
+        return hook
+
+    def loss(self, mask: Any) -> Any:
+        total = 0
+        for j, t in self.pairs:
+            s, ref = self.seen["s"][j], self.seen["t"][t].detach()
+            err = (s - ref).pow(2).mean(-1)
+            if mask is not None and err.shape == mask.shape:
+                total = total + (err * mask).sum() / mask.sum().clamp(min=1)
+            else:
+                total = total + err.mean()
+        return total
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 def _truncated(data: Dataset, max_length: int) -> Dataset:

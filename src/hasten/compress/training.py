@@ -130,11 +130,14 @@ class Checkpoint:
     def meta_path(self) -> Path:
         return self.folder / "checkpoint.json"
 
-    def save(self, step: int, module: Any, optimizer: Any, torch: Any, **extra: Any) -> None:
+    def save(self, step: int, module: Any, optimizer: Any, torch: Any, schedule: Any = None, **extra: Any) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tensors = self.folder / "checkpoint.pt.tmp"
-        torch.save({"module": module.state_dict(), "optimizer": optimizer.state_dict(),
-                    "rng": torch.get_rng_state()}, tensors)  # dropout continues as if never stopped
+        state = {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
+                 "rng": torch.get_rng_state()}  # dropout continues as if never stopped
+        if schedule is not None:
+            state["schedule"] = schedule.state_dict()
+        torch.save(state, tensors)
         os.replace(tensors, self.folder / "checkpoint.pt")
         meta = self.folder / "checkpoint.json.tmp"
         meta.write_text(json.dumps({"step": step, "run": self.run, "stage": self.stage, **self.extra, **extra},
@@ -160,7 +163,7 @@ class Checkpoint:
             return None
         return meta
 
-    def restore(self, module: Any, optimizer: Any, torch: Any) -> int:
+    def restore(self, module: Any, optimizer: Any, torch: Any, schedule: Any = None) -> int:
         """Load the saved weights and optimizer state; returns the step to continue from (0: none)."""
         meta = self.meta()
         if meta is None:
@@ -170,6 +173,8 @@ class Checkpoint:
             module.load_state_dict(state["module"])
             optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
+            if schedule is not None:
+                schedule.load_state_dict(state["schedule"])
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise HastenError(f"cannot resume from {self.folder}: {exc}",
                               hint="delete the checkpoint folder to start over") from exc
@@ -199,12 +204,9 @@ def fit(module: Any, step_loss: Callable[[int], Any], steps: int, optimizer: Any
     mode), resuming from ``checkpoint`` when it holds a later step of this stage. Every ``evaluate_every`` steps ``evaluate()`` runs in
     eval mode; training stops early once ``done(evaluation)`` says so. ``train_mode=False`` keeps
     dropout off and batch-norm statistics frozen while training (as QAT wants)."""
-    restored = checkpoint.restore(module, optimizer, torch) if checkpoint is not None else 0
+    restored = checkpoint.restore(module, optimizer, torch, schedule) if checkpoint is not None else 0
     resumed = restored > start
     start = max(start, restored)
-    if schedule is not None:
-        for _ in range(start):
-            schedule.step()
     result = FitResult(steps=start, resumed_from=start if resumed else 0, started_at=start)
     if checkpoint is not None and resumed:
         result.evaluations = list((checkpoint.meta() or {}).get("evaluations", []))
@@ -230,7 +232,7 @@ def fit(module: Any, step_loss: Callable[[int], Any], steps: int, optimizer: Any
                     result.stopped_early = True
             if checkpoint is not None and (result.steps % checkpoint_every == 0 or result.stopped_early
                                            or result.steps == steps):
-                checkpoint.save(result.steps, module, optimizer, torch, evaluations=result.evaluations)
+                checkpoint.save(result.steps, module, optimizer, torch, schedule, evaluations=result.evaluations)
             advance(result.final_loss, status)
             if result.stopped_early:
                 break

@@ -1,5 +1,6 @@
 """Text that ships with Python, for training on unlabeled sentences without downloading anything:
-the standard library's ``pydoc_data`` topics (the language reference's help pages)."""
+the standard library's ``pydoc_data`` topics (the language reference's help pages) and the
+docstrings of the standard library's own modules — about 10,000 English sentences in all."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hasten.models.model import Model
 PYDOC = "pydoc"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 _CODE_LIKE = re.compile(r"[>{}=\[\]|]{2,}|\*\*|\.\.\.|::|^\W")
+_IDENTIFIER_LIKE = re.compile(r"[>{}=\[\]|]{2,}|\*\*|\.\.\.|::|^\W|_\w|\w_|\(\)|`")
 
 
 def pydoc_sentences(min_words: int = 6, max_words: int = 60) -> list[str]:
@@ -32,6 +34,42 @@ def pydoc_sentences(min_words: int = 6, max_words: int = 60) -> list[str]:
             if min_words <= len(sentence.split()) <= max_words and not _CODE_LIKE.search(sentence):
                 out.setdefault(sentence, None)
     return list(out)
+
+
+def stdlib_docstring_sentences(min_words: int = 6, max_words: int = 50) -> list[str]:
+    """Prose sentences from the docstrings of the standard library's modules, classes and
+    functions (parsed with ``ast``, never imported; tests and examples left out), in a fixed order."""
+    import ast
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "turtledemo"}
+    out: dict[str, None] = {}
+    for path in sorted(root.rglob("*.py")):
+        if skip & set(path.relative_to(root).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for para in re.split(r"\n\s*\n", ast.get_docstring(node) or ""):
+                lines = [line.strip() for line in para.splitlines()]
+                if any(line.startswith((">>>", "-", "*", ":")) for line in lines):
+                    continue  # examples, lists, field lists: not prose
+                for sentence in _SENTENCE_END.split(" ".join(lines)):
+                    sentence = sentence.strip()
+                    if (min_words <= len(sentence.split()) <= max_words and sentence[:1].isupper()
+                            and sentence[-1:] in ".!?" and not _IDENTIFIER_LIKE.search(sentence)):
+                        out.setdefault(sentence, None)
+    return list(out)
+
+
+def python_sentences() -> list[str]:
+    """pydoc topics then standard-library docstrings, deduplicated (the ``pydoc`` data set)."""
+    return list(dict.fromkeys(pydoc_sentences() + stdlib_docstring_sentences()))
 
 
 def text_dataset(model: Model, texts: list[str], name: str) -> Dataset:

@@ -74,7 +74,8 @@ def _from_torch(module: Any, example_input: Any, name: str | None, exporter: str
 
 def load_dataset(source: str | Path | Dataset, model: Model | None = None) -> Dataset:
     """A `Dataset` from an ``.npz`` file, a built-in example name, a ``.txt`` file (one text per
-    line) or ``pydoc`` (sentences of Python's own help pages) for text models, or as given;
+    line) or ``pydoc`` (sentences of Python's own documentation: pydoc topics and standard-library
+    docstrings) for text models, or as given;
     checked against ``model``'s inputs when a model is given."""
     from hasten.models import corpus
 
@@ -84,7 +85,7 @@ def load_dataset(source: str | Path | Dataset, model: Model | None = None) -> Da
         if model is None:
             raise HastenError(f"text data ({source}) needs the model, to tokenize it")
         if str(source) == corpus.PYDOC:
-            data = corpus.text_dataset(model, corpus.pydoc_sentences(), "pydoc-topics")
+            data = corpus.text_dataset(model, corpus.python_sentences(), "python-docs")
         else:
             if not Path(source).is_file():
                 raise HastenError(f"text file not found: {source}")

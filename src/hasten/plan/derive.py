@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DerivedResult(GateResult):
-    """A gate result plus the source model it was compared with."""
+    """A gate result plus the source model it was compared with, and the candidate that was
+    judged (kept in a temporary folder even when refused, for inspection)."""
 
     source: Model | None = None
+    candidate: Model | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "kind": self.manifest.get("method")}
@@ -80,7 +82,7 @@ def _gated(model: Model, make: Callable[[Any, Path], Model], evaluation: Dataset
     manifest = dict(variant.info.extra["manifest"])
     quality, verdict = judge.judge(judge.outputs(compile(variant, backend, bcfg)))
     result = DerivedResult(False, None, backend, judge.base_quality, quality, verdict, None, manifest,
-                           split={"evaluation": len(evaluation)}, source=model)
+                           split={"evaluation": len(evaluation)}, source=model, candidate=variant)
     if not verdict.passed:
         result.refused = "quality: " + verdict.message
         return result

@@ -1,0 +1,139 @@
+"""Distillation: the loss on hand-made logits, students derived from the teacher, resuming, errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import hasten
+from hasten.compress.distill import (DistillConfig, _HiddenMatch, distill, keep_indices, kd_loss, parse_student)
+from hasten.compress.prune import Monitor
+from hasten.core import HastenError
+from hasten.runtime import compile
+from tests.compress.test_prune import _cnn_model, _images, _tiny_bert, _weights
+
+torch = pytest.importorskip("torch")
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_kd_loss_is_kl_of_softened_distributions_times_t_squared(temperature: float) -> None:
+    student = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]])
+    teacher = np.array([[1.5, 1.0, -2.0], [0.5, -0.5, 2.0]])
+    p = _softmax(teacher / temperature)
+    q = _softmax(student / temperature)
+    by_hand = float(np.mean(np.sum(p * (np.log(p) - np.log(q)), -1))) * temperature ** 2
+    got = float(kd_loss(torch.tensor(student), torch.tensor(teacher), temperature))
+    assert got == pytest.approx(by_hand, rel=1e-9)
+    assert float(kd_loss(torch.tensor(teacher), torch.tensor(teacher), temperature)) == pytest.approx(0, abs=1e-12)
+
+
+def test_student_specs_are_read_or_refused_clearly() -> None:
+    assert parse_student("layers=3") == ("layers", 3)
+    assert parse_student("layers=4,0,2") == ("layers", (0, 2, 4))
+    assert parse_student("width=0.5") == ("width", 0.5)
+    assert parse_student("my_pkg.students:small") == ("module", "my_pkg.students:small")
+    for bad, message in (("layers=0", "layers=N"), ("layers=1,1", "distinct"), ("width=2", "between 0 and 1"),
+                         ("tiny", "cannot read --student")):
+        with pytest.raises(HastenError, match=message):
+            parse_student(bad)
+    assert keep_indices(6, 3) == (0, 2, 4)
+    assert keep_indices(12, 4) == (0, 3, 6, 9)
+    with pytest.raises(HastenError, match="has only 6 blocks"):
+        keep_indices(6, (0, 6))
+    with pytest.raises(HastenError, match="needs fewer"):
+        keep_indices(6, 6)
+    with pytest.raises(HastenError, match="alpha"):
+        DistillConfig(alpha=1.5)
+
+
+def test_each_student_block_learns_the_teacher_block_it_replaces() -> None:
+    torch.nn.Module()
+    blocks = torch.nn.ModuleList([torch.nn.Identity() for _ in range(6)])
+    teacher = torch.nn.Module()
+    teacher.layers = blocks
+    student = torch.nn.Module()
+    student.layers = torch.nn.ModuleList([blocks[i] for i in (0, 4, 5)])
+    match = _HiddenMatch(teacher, student, {"kept_blocks": [0, 4, 5], "teacher_blocks": 6, "blocks": "layers"}, torch)
+    assert match.pairs == [(0, 3), (1, 4), (2, 5)]
+    match.close()
+
+
+def test_a_transformer_student_keeps_fewer_blocks_and_runs(tmp_path: Path) -> None:
+    teacher = _tiny_bert(tmp_path)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 100, (64, 10)).astype(np.int64)
+    data = hasten.Dataset({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    student = distill(teacher, DistillConfig("layers=1", steps=30, lr=1e-3, batch_size=16), data, tmp_path / "s.onnx")
+    man = student.info.extra["manifest"]
+    assert man["student"]["teacher_blocks"] == 2 and len(man["student"]["kept_blocks"]) == 1
+    assert man["student"]["chosen"] == "least output change on training data"
+    assert man["loss"].startswith("mse+cosine + 1 x block-output")
+    assert man["training"]["steps"] == 30
+    assert man["parameters"]["after"]["total"] < man["parameters"]["before"]["total"]
+    assert len(student.torch_module().bert.encoder.layer) == 1
+    out = compile(student, "ort-cpu").run({"input_ids": ids[:3], "attention_mask": np.ones_like(ids[:3])})
+    assert next(iter(out.values())).shape == (3, 64)
+    evenly = distill(teacher, DistillConfig("layers=1", steps=1, batch_size=16, hidden_weight=0), data,
+                     tmp_path / "e.onnx")
+    assert "block-output" not in evenly.info.extra["manifest"]["loss"]
+
+
+def test_a_classifier_student_learns_soft_targets_and_a_stopped_run_resumes(tmp_path: Path) -> None:
+    teacher = _cnn_model(tmp_path)
+    data = _images(128)
+    config = DistillConfig("width=0.5", steps=100, lr=1e-3, batch_size=16)
+    whole = distill(teacher, config, data, tmp_path / "whole.onnx")
+    man = whole.info.extra["manifest"]
+    assert man["loss"] == "kl" and man["temperature"] == 4.0 and man["alpha"] == 0.7
+    assert man["student"]["kind"] == "width"
+    assert man["parameters"]["after"]["total"] < man["parameters"]["before"]["total"] / 2
+
+    class Stop(Exception):
+        pass
+
+    def evaluate(module: Any) -> dict[str, Any]:
+        raise Stop  # "killed" at step 75, after the checkpoint of step 50
+
+    with pytest.raises(Stop):
+        distill(teacher, config, data, tmp_path / "a.onnx", checkpoint=tmp_path / "ck",
+                monitor=Monitor(evaluate, lambda seen: False, every=75))
+    resumed = distill(teacher, config, data, tmp_path / "b.onnx", checkpoint=tmp_path / "ck")
+    training = resumed.info.extra["manifest"]["training"]
+    assert training["resumed_from"] == 50 and training["steps"] == 100
+    a, b = _weights(whole.path), _weights(resumed.path)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def small_student() -> Any:  # a module:function student for the next test
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+
+
+def wrong_student() -> Any:
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 7))
+
+
+def test_a_given_student_is_checked_against_the_teacher(tmp_path: Path) -> None:
+    teacher = _cnn_model(tmp_path)
+    data = _images(32)
+    student = distill(teacher, DistillConfig(f"{__name__}:small_student", steps=5, batch_size=16), data,
+                      tmp_path / "s.onnx")
+    assert student.info.extra["manifest"]["student"] == {"kind": "module", "function": f"{__name__}:small_student"}
+    with pytest.raises(HastenError, match="returns shapes"):
+        distill(teacher, DistillConfig(f"{__name__}:wrong_student", steps=5), data)
+    with pytest.raises(HastenError, match="cannot load the student"):
+        distill(teacher, DistillConfig("no_such_module_here:f", steps=5), data)
+    with pytest.raises(HastenError, match="needs a transformer"):
+        distill(teacher, DistillConfig("layers=1", steps=5), data)
+    with pytest.raises(HastenError, match="at least 2 examples"):
+        distill(teacher, DistillConfig("width=0.5", steps=5), _images(1))
+    assert not math.isnan(student.info.extra["manifest"]["training"]["final_loss"])
