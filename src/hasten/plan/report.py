@@ -160,7 +160,7 @@ def _print_layers(con: Any, m: dict[str, Any], Table: Any) -> None:
         con.print("attention heads per layer: " + ", ".join(f"{a}→{b}" for a, b in m["heads_per_layer"]),
                   highlight=False)
     if m.get("sparsity_per_layer"):
-        t = Table(title=f"Sparsity per layer (overall {m.get('sparsity_overall', 0):.1%})")
+        t = Table(title="Sparsity per layer")
         t.add_column("layer")
         t.add_column("zeros", justify="right")
         if "two_four_layers" in m:
@@ -171,6 +171,7 @@ def _print_layers(con: Any, m: dict[str, Any], Table: Any) -> None:
                 extra = ["yes" if m["two_four_layers"].get(name) else m.get("skipped_layers", {}).get(name, "no")]
             t.add_row(name, f"{s:.1%}", *extra)
         con.print(t)
+        con.print(f"overall sparsity of the pruned layers: {m.get('sparsity_overall', 0):.1%} zeros", highlight=False)
     student = m.get("student")
     if student and student.get("kind") == "layers":
         con.print(f"student: blocks {student['kept_blocks']} of the teacher's {student['teacher_blocks']} "
