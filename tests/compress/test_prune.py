@@ -236,3 +236,15 @@ def test_models_without_torch_and_unknown_layers_are_refused_clearly(tmp_path: P
         prune(_cnn_model(tmp_path), PruneConfig(ignore=("conv9",)))
     with pytest.raises(HastenError, match="needs data"):
         prune(_cnn_model(tmp_path), PruneConfig(finetune_steps=5))
+
+
+@pytest.mark.gpu
+def test_two_four_weights_are_timed_on_sparse_tensor_cores() -> None:
+    from hasten.compress.prune import semi_structured_speed
+
+    w = torch.randn(1024, 1024)
+    w = w * two_four_mask(w)
+    check = semi_structured_speed([w], torch, tokens=1024, repeats=10)
+    row = check["layers"][0]
+    assert row["supported"], row
+    assert row["dense_ms"] > 0 and row["sparse_ms"] > 0

@@ -107,6 +107,10 @@ def print_derived(result: Any) -> None:
     _print_layers(con, m, Table)
     if m.get("speed_note"):
         con.print(f"note: {m['speed_note']}", highlight=False, soft_wrap=True)
+    for row in (m.get("gpu_speed_check") or {}).get("layers", []):
+        con.print(f"2:4 on {m['gpu_speed_check']['device']}, weight {row['shape']}: "
+                  + (f"{row['speedup']:.2f}× over dense FP16" if row["supported"] else f"not supported ({row['why']})"),
+                  highlight=False)
     if result.guard is not None:
         for row in result.guard.rows:
             verdict = "faster beyond noise" if row.faster_beyond_noise else (
