@@ -306,7 +306,7 @@ def distill(
     temperature: float = typer.Option(4.0, "--temperature", "-T", help="Classifiers: softmax temperature of the soft targets."),
     alpha: float = typer.Option(0.7, "--alpha", help="Classifiers: weight of the soft-target loss (1 - alpha on the labels)."),
     loss: str = typer.Option("auto", "--loss", help="auto | kl | mse | cosine | mse+cosine (auto: kl for classifiers, mse+cosine for embeddings)."),
-    lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (AdamW, cosine decay)."),
+    lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (AdamW, cosine decay); 2e-4 suits pre-trained transformers."),
     batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
     max_length: int = typer.Option(64, "--max-length", help="Text: tokens per training example, at most."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Folder for checkpoints; a stopped run resumes from it."),

@@ -48,9 +48,9 @@ class DistillConfig:
     temperature: float = 4.0
     alpha: float = 0.7
     loss: str = "auto"
-    lr: float = 1e-4
+    lr: float = 2e-4
     batch_size: int = 32
-    max_length: int = 128
+    max_length: int = 64
     hidden_weight: float = 1.0
     seed: int = 0
 
