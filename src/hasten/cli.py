@@ -395,8 +395,11 @@ def _finish(result: Any, out: Path, json_out: Path | None, keep_if_slower: bool)
         json_out.write_text(json.dumps(result.to_dict(), indent=2, default=str))
     if not result.accepted:
         stderr_console().print(f"[bold red]refused:[/] {result.refused}", highlight=False, soft_wrap=True)
-        stderr_console().print("  nothing was written" + ("" if keep_if_slower else "; --keep-if-slower keeps a result "
-                                                         "that is only refused for speed"), highlight=False)
+        speed_only = result.refused.startswith("speed")
+        stderr_console().print("  nothing was written" + (
+            "; --keep-if-slower keeps a result that is only refused for speed" if speed_only else
+            "; fine-tune longer (--finetune-steps / --steps), prune less, or allow a larger --budget"),
+            highlight=False, soft_wrap=True)
         raise typer.Exit(3)
     stderr_console().print(f"wrote {out} and {out.with_suffix('.manifest.json')}", highlight=False)
 

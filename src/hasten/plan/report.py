@@ -154,8 +154,8 @@ def _print_training(con: Any, m: dict[str, Any]) -> None:
 
 def _print_layers(con: Any, m: dict[str, Any], Table: Any) -> None:
     if m.get("channels_per_layer"):
-        t = Table(title="Channels per layer (outputs, inputs: before → after)")
-        for col in ("layer", "outputs", "inputs"):
+        t = Table(title="Channels per layer")
+        for col in ("layer", "outputs before → after", "inputs before → after"):
             t.add_column(col)
         for name, c in m["channels_per_layer"].items():
             t.add_row(name, f"{c['out'][0]} → {c['out'][1]}", f"{c['in'][0]} → {c['in'][1]}")
@@ -166,7 +166,7 @@ def _print_layers(con: Any, m: dict[str, Any], Table: Any) -> None:
     if m.get("sparsity_per_layer"):
         t = Table(title="Sparsity per layer")
         t.add_column("layer")
-        t.add_column("zeros", justify="right")
+        t.add_column("zero weights", justify="right")
         if "two_four_layers" in m:
             t.add_column("2:4 pattern")
         for name, s in m["sparsity_per_layer"].items():
