@@ -1,0 +1,292 @@
+"""`Batcher`: a transport-free asyncio dynamic batcher over a pool of runner instances.
+
+Requests (input dicts with a batch dimension) queue per priority level; `policy.decide` says
+when the next batch goes; batches run on runner instances in threads (ONNX Runtime releases the
+GIL) so one batch computes while the next forms. Variable-length inputs are padded to the batch's
+longest (masks with 0) and outputs are sliced back to each request exactly. A failing batch fails
+exactly its own requests; the batcher keeps serving. HTTP and gRPC are thin adapters around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hasten.core import HastenError, TensorSpec
+from hasten.serve.policy import BatchingConfig, Pending, decide, expire, next_timeout
+
+
+class ServeError(HastenError):
+    """An error with the protocol status it maps to (HTTP code; gRPC follows from it)."""
+
+    status = 500
+    reason = "OTHER"
+
+
+class InvalidInput(ServeError):
+    status = 400
+
+
+class Unavailable(ServeError):
+    status = 503
+
+
+class QueueFull(Unavailable):
+    reason = "REJECTED"
+
+
+class QueueTimeout(Unavailable):
+    reason = "REJECTED"
+
+
+class BackendFailure(ServeError):
+    reason = "BACKEND"
+
+
+@dataclass
+class Timings:
+    """Seconds a request spent queued (arrival → its batch started) and computing (its batch)."""
+
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    batch_size: int = 0
+
+
+@dataclass
+class BatcherStats:
+    success: int = 0
+    failure: dict[str, int] = field(default_factory=dict)
+    inferences: int = 0          # examples served
+    executions: int = 0          # batches run
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+    def failed(self, reason: str, n: int = 1) -> None:
+        self.failure[reason] = self.failure.get(reason, 0) + n
+
+
+@dataclass
+class _Request:
+    inputs: dict[str, np.ndarray]
+    future: asyncio.Future
+    size: int
+    length: int
+    timings: Timings = field(default_factory=Timings)
+
+
+Runner = Any  # anything with .run(dict[str, np.ndarray]) -> dict[str, np.ndarray]
+
+
+class Batcher:
+    """Dynamic batching for one model version. ``runners`` are its instances (one per thread)."""
+
+    def __init__(self, runners: list[Runner], config: BatchingConfig, inputs: tuple[TensorSpec, ...],
+                 outputs: tuple[TensorSpec, ...], pad_values: dict[str, float] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not runners:
+            raise HastenError("a batcher needs at least one runner instance")
+        self.config, self.inputs, self.outputs, self.clock = config, inputs, outputs, clock
+        self.pad_values = dict(pad_values or {})
+        self.stats = BatcherStats()
+        self._runners = list(runners)
+        self._queues: dict[int, deque[Pending]] = {lv: deque() for lv in config.levels()}
+        self._free: list[int] = list(range(len(runners)))
+        self._executor = ThreadPoolExecutor(max_workers=len(runners), thread_name_prefix="hasten-batch")
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._accepting = False
+        self._inflight = 0
+        self._variable = {s.name for s in inputs if s.rank >= 2 and s.shape[1] == -1}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._task is None:
+            self._accepting = True
+            self._task = asyncio.get_running_loop().create_task(self._schedule(), name="hasten-batcher")
+
+    async def stop(self) -> None:
+        """Stop accepting; answer everything already accepted; then return."""
+        self._accepting = False
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        self._executor.shutdown(wait=True)
+
+    def update(self, **changes: Any) -> BatchingConfig:
+        """Change knobs at run time (max_batch_size, max_queue_delay_s, preferred sizes …); the
+        next decision uses them. The instance count is fixed at start."""
+        if "instances" in changes or "priority_levels" in changes:
+            raise HastenError("instances and priority_levels are fixed while the batcher runs",
+                              hint="restart the model with the new value")
+        self.config = self.config.with_changes(**changes)
+        self._wake.set()
+        return self.config
+
+    @property
+    def queued(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    # ------------------------------------------------------------------ requests
+
+    async def submit(self, inputs: dict[str, np.ndarray], priority: int = 0,
+                     timeout_s: float | None = None) -> tuple[dict[str, np.ndarray], Timings]:
+        """Queue one request (its arrays share a leading batch dimension); returns its outputs
+        and timings, or raises a `ServeError` saying why it failed."""
+        if not self._accepting:
+            raise Unavailable("the model is not accepting requests (stopping or not started)")
+        size, length = self._check(inputs)
+        level = self.config.level_of(priority)
+        policy = self.config.policy(level)
+        if policy.max_queue_size and len(self._queues[level]) >= policy.max_queue_size:
+            self.stats.failed(QueueFull.reason)
+            raise QueueFull(f"Exceeds maximum queue size ({policy.max_queue_size})",
+                            hint="retry later, or raise max_queue_size / add instances")
+        future = asyncio.get_running_loop().create_future()
+        request = _Request(inputs, future, size, length)
+        self._queues[level].append(Pending(size, self.clock(), level, self.config.timeout_s(level, timeout_s),
+                                           length, payload=request))
+        self._wake.set()
+        try:
+            outputs = await future
+        except asyncio.CancelledError:
+            future.cancel()  # still queued: the scheduler drops it; already running: its result is dropped
+            raise
+        return outputs, request.timings
+
+    def _check(self, inputs: dict[str, np.ndarray]) -> tuple[int, int]:
+        from hasten.core import check_feed
+
+        try:
+            check_feed(self.inputs, inputs)
+        except HastenError as exc:
+            raise InvalidInput(str(exc)) from None
+        sizes = {name: int(a.shape[0]) for name, a in inputs.items()}
+        if len(set(sizes.values())) != 1:
+            raise InvalidInput(f"inputs disagree on the batch dimension: {sizes}",
+                               hint="every input needs the same first dimension")
+        size = next(iter(sizes.values()))
+        if not 1 <= size <= self.config.max_batch_size:
+            raise InvalidInput(f"a request of batch {size} is outside 1..max_batch_size ({self.config.max_batch_size})",
+                               hint="split it into smaller requests")
+        length = max((int(inputs[n].shape[1]) for n in self._variable), default=0)
+        return size, length
+
+    # ------------------------------------------------------------------ scheduling
+
+    async def _schedule(self) -> None:
+        while True:
+            self._drop_cancelled()
+            draining = not self._accepting
+            if draining and not self.queued and not self._inflight:
+                return
+            now = self.clock()
+            self._reject(expire(self._queues, self.config, now))
+            wake_at = next_timeout(self._queues)
+            if self._free:
+                decision = decide(self._queues, self.config, now, draining)
+                self._reject(decision.expired)
+                if decision.batch:
+                    self._dispatch(decision.batch)
+                    continue
+                wake_at = decision.wake_at
+            timeout = None if wake_at is None else max(0.0, wake_at - self.clock())
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    def _reject(self, expired: list[Pending]) -> None:
+        for p in expired:
+            self.stats.failed(QueueTimeout.reason)
+            _fail(p.payload, QueueTimeout("Request timeout expired",
+                                          hint=f"it waited longer than its queue timeout ({p.timeout_s:g} s)"))
+
+    def _drop_cancelled(self) -> None:
+        for level, queue in self._queues.items():
+            if any(p.payload.future.done() for p in queue):
+                self._queues[level] = deque(p for p in queue if not p.payload.future.done())
+
+    def _dispatch(self, batch: list[Pending]) -> None:
+        instance = self._free.pop(0)
+        self._inflight += 1
+        requests = [p.payload for p in batch]
+        started = self.clock()
+        for p in batch:
+            p.payload.timings.queue_s = started - p.arrival
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self._executor, _compute, self._runners[instance], requests, self._variable,
+                                   self.outputs, self.pad_values, self.clock)
+        job.add_done_callback(lambda done: self._finish(done, instance, requests))
+
+    def _finish(self, done: asyncio.Future, instance: int, requests: list[_Request]) -> None:
+        self._free.append(instance)
+        self._inflight -= 1
+        self._wake.set()
+        exc = done.exception()
+        if exc is not None:
+            error = exc if isinstance(exc, ServeError) else BackendFailure(f"inference failed: {exc}")
+            self.stats.failed(error.reason, len(requests))
+            for r in requests:
+                _fail(r, error)
+            return
+        results, seconds = done.result()
+        total = sum(r.size for r in requests)
+        self.stats.executions += 1
+        self.stats.batch_sizes[total] = self.stats.batch_sizes.get(total, 0) + 1
+        self.stats.compute_s += seconds
+        for r, outputs in zip(requests, results):
+            r.timings.compute_s, r.timings.batch_size = seconds, total
+            if not r.future.done():
+                self.stats.success += 1
+                self.stats.inferences += r.size
+                self.stats.queue_s += r.timings.queue_s
+                r.future.set_result(outputs)
+
+
+def _fail(request: _Request, error: Exception) -> None:
+    if not request.future.done():
+        request.future.set_exception(error)
+
+
+def _compute(runner: Runner, requests: list[_Request], variable: set[str], outputs: tuple[TensorSpec, ...],
+             pad_values: dict[str, float], clock: Callable[[], float]) -> tuple[list[dict[str, np.ndarray]], float]:
+    """Runs in an instance's thread: stack (padding variable lengths), run, slice back."""
+    length = max((r.length for r in requests), default=0)
+    feed = {name: _stack([r.inputs[name] for r in requests], length if name in variable else 0,
+                         pad_values.get(name, 0)) for name in requests[0].inputs}
+    start = clock()
+    result = runner.run(feed)
+    seconds = clock() - start
+    dynamic_seq = {s.name for s in outputs if s.rank >= 2 and s.shape[1] == -1}
+    out, offset = [], 0
+    for r in requests:
+        part = {}
+        for name, array in result.items():
+            piece = array[offset:offset + r.size]
+            if name in dynamic_seq and variable and piece.ndim >= 2 and piece.shape[1] == length and r.length < length:
+                piece = piece[:, :r.length]  # token-level outputs: back to the request's own length
+            part[name] = np.ascontiguousarray(piece)
+        out.append(part)
+        offset += r.size
+    return out, seconds
+
+
+def _stack(arrays: list[np.ndarray], length: int, pad: float) -> np.ndarray:
+    if len(arrays) == 1 and (not length or arrays[0].shape[1] == length):
+        return arrays[0]
+    if length:
+        arrays = [a if a.shape[1] == length else
+                  np.pad(a, [(0, 0), (0, length - a.shape[1])] + [(0, 0)] * (a.ndim - 2), constant_values=pad)
+                  for a in arrays]
+    return np.concatenate(arrays, axis=0)
