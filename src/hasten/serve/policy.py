@@ -50,6 +50,7 @@ class BatchingConfig:
     padding: str = "pad"                   # variable-length inputs: pad to the batch's longest, or bucket
     buckets: tuple[int, ...] = (16, 32, 64, 128, 256, 512)  # "bucket": lengths batched together
     instances: int = 1
+    combine: bool = True                   # False: each request runs alone (no dynamic batching)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
@@ -134,11 +135,12 @@ def decide(queues: dict[int, deque[Pending]], config: BatchingConfig, now: float
     level = next((lv for lv in sorted(queues) if queues[lv]), None)
     if level is None:
         return Decision([], expired, None)
-    candidates = _fill(queues[level], config)
+    candidates = _fill(queues[level], config) if config.combine else [queues[level][0]]
     total = sum(p.size for p in candidates)
     oldest = min(p.arrival for q in queues.values() for p in q)
     deadline = oldest + config.max_queue_delay_s
-    full = total >= config.max_batch_size or _next_would_overflow(queues[level], candidates, config)
+    full = (not config.combine or total >= config.max_batch_size
+            or _next_would_overflow(queues[level], candidates, config))
     if full or draining or now >= deadline or config.max_queue_delay_s == 0:
         return Decision(_take(queues[level], candidates), expired, None)
     prefix = _preferred_prefix(candidates, config.preferred_batch_sizes)
