@@ -1,0 +1,128 @@
+"""`hasten`'s HTTP front end driven by Triton's own Python client (tritonclient.http)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hasten.serve.http import run_http
+from hasten.serve.repository import load_repository
+from hasten.serve.server import ModelServer
+from tests.conftest import make_linear_onnx
+
+httpclient = pytest.importorskip("tritonclient.http")
+pytest.importorskip("uvicorn")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+    root = tmp_path_factory.mktemp("repo")
+    (root / "lin" / "1").mkdir(parents=True)
+    w, b = make_linear_onnx(root / "lin" / "1" / "model.onnx")
+    (root / "lin" / "config.yaml").write_text("max_batch_size: 8\nthreads: 1\ndynamic_batching:\n  max_queue_delay_ms: 1\n")
+    port = _free_port()
+    ready = threading.Event()
+    server = run_http(ModelServer(load_repository(root)), port=port, max_body_bytes=4096, on_ready=ready.set)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert ready.wait(60), "the server did not become ready"
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+    client.hasten_port = port
+    yield client, w, b
+    server.should_exit = True
+    thread.join(30)
+
+
+def _infer(client: Any, x: np.ndarray, binary: bool = True, model: str = "lin") -> Any:
+    item = httpclient.InferInput("x", list(x.shape), "FP32")
+    item.set_data_from_numpy(x, binary_data=binary)
+    return client.infer(model, [item], outputs=[httpclient.InferRequestedOutput("y", binary_data=binary)],
+                        request_id="r1")
+
+
+def test_health_metadata_and_config(served: tuple) -> None:
+    client, _, _ = served
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("lin")
+    meta = client.get_server_metadata()
+    assert meta["name"] == "hasten" and "binary_tensor_data" in meta["extensions"] and "statistics" in meta["extensions"]
+    model = client.get_model_metadata("lin")
+    assert model["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    assert model["versions"] == ["1"]
+    config = client.get_model_config("lin")
+    assert config["max_batch_size"] == 8 and config["input"][0]["dims"] == [4]
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 1000
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_infer_gives_the_model_outputs(served: tuple, binary: bool) -> None:
+    client, w, b = served
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    result = _infer(client, x, binary)
+    np.testing.assert_allclose(result.as_numpy("y"), x @ w + b, rtol=1e-5, atol=1e-6)
+    assert result.get_response()["id"] == "r1"
+
+
+def test_errors_surface_as_client_exceptions_with_the_message(served: tuple) -> None:
+    client, w, b = served
+    with pytest.raises(InferenceServerException, match="unknown model"):
+        _infer(client, np.zeros((1, 4), np.float32), model="nope")
+    with pytest.raises(InferenceServerException, match="outside 1..max_batch_size"):
+        _infer(client, np.zeros((9, 4), np.float32))
+    with pytest.raises(InferenceServerException, match="x"):
+        _infer(client, np.zeros((1, 5), np.float32))
+    with pytest.raises(InferenceServerException, match="exceeds 4096 bytes"):
+        _infer(client, np.zeros((8, 4 * 40), np.float32))
+    # the server is still up and right
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_allclose(_infer(client, x).as_numpy("y"), x @ w + b, rtol=1e-5)
+
+
+def test_statistics_count_requests(served: tuple) -> None:
+    client, _, _ = served
+    before = client.get_inference_statistics("lin")["model_stats"][0]["inference_stats"]["success"]["count"]
+    _infer(client, np.ones((2, 4), np.float32))
+    stats = client.get_inference_statistics("lin")["model_stats"][0]
+    assert stats["inference_stats"]["success"]["count"] == before + 1
+    assert stats["execution_count"] >= 1 and stats["inference_count"] >= 2
+
+
+def _raw(client: Any, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, dict, bytes]:
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", client.hasten_port)
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data if not data.startswith(b"{\"error") else json.loads(data)
+
+
+def test_bad_requests_get_the_right_status_and_an_error_body(served: tuple) -> None:
+    client, _, _ = served
+    status, _, body = _raw(client, "POST", "/v2/models/lin/infer", b"{not json")
+    assert status == 400 and "not valid JSON" in body["error"]
+    status, _, body = _raw(client, "GET", "/v2/nowhere")
+    assert status == 404 and "no such endpoint" in body["error"]
+    status, _, body = _raw(client, "GET", "/v2/models/lin/infer")
+    assert status == 405
+    status, _, body = _raw(client, "GET", "/v2/models/..%2F..%2Fetc/config")  # never a path outside the repository
+    assert status in (400, 404) and ("unknown model" in body["error"] or "no such endpoint" in body["error"])
+    status, _, body = _raw(client, "GET", "/v2/models/.hidden/config")
+    assert status == 400 and "unknown model" in body["error"]
+    ok = b'{"id": "a", "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}'
+    status, headers, body = _raw(client, "POST", "/v2/models/lin/infer", ok)
+    assert status == 200 and b'"id":"a"' in body
+    assert "queue;dur=" in headers["server-timing"] and "compute;dur=" in headers["server-timing"]
