@@ -98,20 +98,52 @@ def test_gives_up_when_even_all_float_but_one_misses(tmp_path: Path) -> None:
     assert not (tmp_path / "never.onnx").exists()
 
 
-def test_guard_refuses_a_model_that_is_not_faster(tmp_path: Path) -> None:
-    """A tiny graph at batch 1 is all per-call overhead: quantizing only adds (de)quantize work."""
+def test_the_guard_refuses_what_it_measured_as_not_faster(tmp_path: Path) -> None:
+    """A tiny graph at batch 1 is all per-call overhead: quantizing it only adds (de)quantize
+    work. Whatever the noisy machine measured, the gate acts on it consistently: refused, with
+    reasons and nothing written, unless measured faster beyond noise; kept with keep_if_slower."""
     model = mlp(tmp_path, width=16)
     gate = GateConfig(budget="5%", metric="cosine", batch_sizes=(1,), time_budget_s=0.5, threads=1)
     result = quantize_under_budget(model, StaticInt8(), data(), gate, tmp_path / "slow.onnx")
-    assert result.verdict.passed
-    assert not result.accepted and result.refused.startswith("speed: not faster")
-    assert result.guard is not None and not result.guard.rows[0].faster_beyond_noise
-    assert any("tiny" in r for r in result.guard.reasons)
-    assert not (tmp_path / "slow.onnx").exists()
+    assert result.verdict.passed and result.guard is not None
+    assert result.accepted == result.guard.faster == (tmp_path / "slow.onnx").exists()
+    if not result.accepted:
+        assert result.refused.startswith("speed: not faster") and result.guard.reasons
+        assert any("tiny" in r for r in result.guard.reasons)
     kept = quantize_under_budget(model, StaticInt8(), data(), GateConfig(
         budget="5%", metric="cosine", batch_sizes=(1,), time_budget_s=0.2, threads=1, keep_if_slower=True),
         tmp_path / "kept.onnx")
     assert kept.accepted and (tmp_path / "kept.onnx").exists()
+
+
+def test_the_guard_calls_a_clearly_slower_model_not_faster(tmp_path: Path) -> None:
+    """Deterministic: the variant does the baseline's work plus a chain of 30 extra 256×256
+    MatMuls, far beyond any noise."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hasten.plan.guard import speed_check
+    from hasten.runtime import BackendConfig, compile
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((256, 256)).astype(np.float32) / 16, "w")
+
+    def chain(n: int, path: Path) -> hasten.Model:
+        nodes, prev = [], "x"
+        for i in range(n):
+            nodes.append(helper.make_node("MatMul", [prev, "w"], [f"h{i}"]))
+            prev = f"h{i}"
+        nodes.append(helper.make_node("Identity", [prev], ["y"]))
+        graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 256])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 256])], [w])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return hasten.load_model(path)
+
+    feed = Dataset({"x": rng.standard_normal((64, 256)).astype(np.float32)})
+    cfg = BackendConfig(threads=1)
+    base, slow = compile(chain(1, tmp_path / "a.onnx"), "ort-cpu", cfg), compile(chain(31, tmp_path / "b.onnx"), "ort-cpu", cfg)
+    verdict = speed_check(base, slow, feed, (32,), None, 0.3)
+    assert not verdict.faster and verdict.rows[0].slower_beyond_noise and verdict.rows[0].speedup < 0.5
 
 
 def test_bad_configs_and_missing_data(tmp_path: Path) -> None:
