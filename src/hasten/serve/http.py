@@ -26,8 +26,11 @@ class HttpError(ServeError):
 class HttpApp:
     """``await app(scope, receive, send)``; the lifespan starts and stops the model server."""
 
-    def __init__(self, server: ModelServer, max_body_bytes: int = MAX_BODY_BYTES, on_ready: Any = None) -> None:
+    def __init__(self, server: ModelServer, max_body_bytes: int = MAX_BODY_BYTES, on_ready: Any = None,
+                 grpc_address: tuple[str, int] | None = None) -> None:
         self.server, self.max_body_bytes, self.on_ready = server, max_body_bytes, on_ready
+        self.grpc_address = grpc_address
+        self.grpc: Any = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -53,6 +56,10 @@ class HttpApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.server.start()
+                    if self.grpc_address is not None:  # same loop, same batchers
+                        from hasten.serve.grpc import start_grpc
+
+                        self.grpc = await start_grpc(self.server, *self.grpc_address)
                 except Exception as exc:  # noqa: BLE001 - reported to uvicorn, which exits
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
@@ -60,6 +67,8 @@ class HttpApp:
                 if self.on_ready is not None:
                     self.on_ready()
             elif message["type"] == "lifespan.shutdown":
+                if self.grpc is not None:
+                    await self.grpc.stop(30)  # no new RPCs; the running ones finish
                 await self.server.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -182,8 +191,9 @@ def _error(exc: Exception) -> bytes:
 
 
 def run_http(server: ModelServer, host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = MAX_BODY_BYTES,
-             on_ready: Any = None) -> Any:
-    """A uvicorn server (httptools, uvloop) for ``server``; ``.run()`` it, or ``.serve()`` in a loop.
+             on_ready: Any = None, grpc_port: int | None = None) -> Any:
+    """A uvicorn server (httptools, uvloop) for ``server`` (plus the gRPC endpoint on ``grpc_port``
+    in the same loop); ``.run()`` it, or ``.serve()`` in a loop.
     SIGTERM/SIGINT: uvicorn stops accepting and finishes open requests, then the lifespan
     shutdown drains every batcher."""
     try:
@@ -192,7 +202,8 @@ def run_http(server: ModelServer, host: str = "127.0.0.1", port: int = 8000, max
         from hasten.core import MissingDependencyError
 
         raise MissingDependencyError("uvicorn", "serve", "hasten serve") from exc
-    config = uvicorn.Config(HttpApp(server, max_body_bytes, on_ready), host=host, port=port, lifespan="on",
+    app = HttpApp(server, max_body_bytes, on_ready, (host, grpc_port) if grpc_port else None)
+    config = uvicorn.Config(app, host=host, port=port, lifespan="on",
                             http="httptools", loop="uvloop", log_level="warning", access_log=False,
                             timeout_graceful_shutdown=30)
     return uvicorn.Server(config)

@@ -1,0 +1,81 @@
+"""The gRPC front end driven by Triton's own client (tritonclient.grpc)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hasten.serve.http import run_http
+from hasten.serve.repository import load_repository
+from hasten.serve.server import ModelServer
+from tests.conftest import make_linear_onnx
+
+grpcclient = pytest.importorskip("tritonclient.grpc")
+pytest.importorskip("uvicorn")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+    root = tmp_path_factory.mktemp("repo")
+    (root / "lin" / "1").mkdir(parents=True)
+    w, b = make_linear_onnx(root / "lin" / "1" / "model.onnx")
+    (root / "lin" / "config.yaml").write_text("max_batch_size: 8\nthreads: 1\ndynamic_batching:\n  max_queue_delay_ms: 1\n")
+    http_port, grpc_port = _free_port(), _free_port()
+    ready = threading.Event()
+    server = run_http(ModelServer(load_repository(root)), port=http_port, on_ready=ready.set, grpc_port=grpc_port)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert ready.wait(60), "the server did not become ready"
+    yield grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}"), w, b
+    server.should_exit = True
+    thread.join(30)
+
+
+def _infer(client: Any, x: np.ndarray, model: str = "lin") -> Any:
+    item = grpcclient.InferInput("x", list(x.shape), "FP32")
+    item.set_data_from_numpy(x)
+    return client.infer(model, [item], outputs=[grpcclient.InferRequestedOutput("y")], request_id="g1")
+
+
+def test_health_metadata_config_and_statistics(served: tuple) -> None:
+    client, _, _ = served
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("lin")
+    assert "statistics" in client.get_server_metadata(as_json=True)["extensions"]
+    meta = client.get_model_metadata("lin", as_json=True)
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": ["-1", "4"]}]
+    config = client.get_model_config("lin", as_json=True)["config"]
+    assert config["max_batch_size"] == 8 and config["dynamic_batching"]["max_queue_delay_microseconds"] == "1000"
+    _infer(client, np.ones((2, 4), np.float32))
+    stats = client.get_inference_statistics("lin", as_json=True)["model_stats"][0]
+    assert int(stats["inference_stats"]["success"]["count"]) >= 1
+
+
+def test_infer_returns_raw_outputs_with_the_id(served: tuple) -> None:
+    client, w, b = served
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    result = _infer(client, x)
+    np.testing.assert_allclose(result.as_numpy("y"), x @ w + b, rtol=1e-5, atol=1e-6)
+    assert result.get_response().id == "g1"
+
+
+def test_errors_are_grpc_statuses_with_the_message(served: tuple) -> None:
+    client, w, b = served
+    with pytest.raises(InferenceServerException, match="unknown model") as info:
+        _infer(client, np.zeros((1, 4), np.float32), model="nope")
+    assert "INVALID_ARGUMENT" in str(info.value.status())
+    with pytest.raises(InferenceServerException, match="outside 1..max_batch_size"):
+        _infer(client, np.zeros((9, 4), np.float32))
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_allclose(_infer(client, x).as_numpy("y"), x @ w + b, rtol=1e-5)
