@@ -345,6 +345,7 @@ def serve(
     source: str = typer.Argument(..., help="A model repository folder (repo/<model>/config.yaml + <version>/model.onnx, or a Triton repository of ONNX models), or one model: .onnx file, sentence-transformers folder, built-in example."),
     http_port: int = typer.Option(8000, "--http-port", help="KServe v2 / Triton HTTP port."),
     grpc_port: int = typer.Option(8001, "--grpc-port", help="KServe v2 / Triton gRPC port (0: no gRPC)."),
+    metrics_port: int = typer.Option(8002, "--metrics-port", help="Prometheus /metrics port (0: no metrics)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 to accept other machines."),
     backend: str = typer.Option("ort-cpu", "--backend", "-b", help="Single model: the backend."),
     max_batch_size: int = typer.Option(8, "--max-batch-size", help="Single model: the largest batch the batcher forms."),
@@ -363,13 +364,14 @@ def serve(
                       for n, e in entries.items())
 
     def ready() -> None:
-        grpc = f" and grpc://{host}:{grpc_port}" if grpc_port else ""
+        grpc = (f", grpc://{host}:{grpc_port}" if grpc_port else "") + (
+            f", metrics http://{host}:{metrics_port}/metrics" if metrics_port else "")
         stderr_console().print(f"serving {names} on http://{host}:{http_port}{grpc} — ready", highlight=False,
                                soft_wrap=True)
 
     stderr_console().print(f"loading and warming up {len(entries)} model(s)…", highlight=False)
     run_http(ModelServer(entries), host, http_port, int(max_body_mb * 1024 * 1024), on_ready=ready,
-             grpc_port=grpc_port or None).run()
+             grpc_port=grpc_port or None, metrics_port=metrics_port or None).run()
 
 
 def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: float, queue: int, instances: int,

@@ -32,13 +32,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, np.n
     (root / "lin" / "1").mkdir(parents=True)
     w, b = make_linear_onnx(root / "lin" / "1" / "model.onnx")
     (root / "lin" / "config.yaml").write_text("max_batch_size: 8\nthreads: 1\ndynamic_batching:\n  max_queue_delay_ms: 1\n")
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
     ready = threading.Event()
-    server = run_http(ModelServer(load_repository(root)), port=http_port, on_ready=ready.set, grpc_port=grpc_port)
+    server = run_http(ModelServer(load_repository(root)), port=http_port, on_ready=ready.set, grpc_port=grpc_port,
+                      metrics_port=metrics_port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     assert ready.wait(60), "the server did not become ready"
-    yield grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}"), w, b
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    client.hasten_metrics_port = metrics_port
+    yield client, w, b
     server.should_exit = True
     thread.join(30)
 
@@ -79,3 +82,32 @@ def test_errors_are_grpc_statuses_with_the_message(served: tuple) -> None:
         _infer(client, np.zeros((9, 4), np.float32))
     x = np.ones((1, 4), np.float32)
     np.testing.assert_allclose(_infer(client, x).as_numpy("y"), x @ w + b, rtol=1e-5)
+
+
+def test_prometheus_metrics_use_tritons_names(served: tuple) -> None:
+    import re
+    import urllib.request
+
+    client, _, _ = served
+    _infer(client, np.ones((3, 4), np.float32))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{client.hasten_metrics_port}/metrics", timeout=10).read().decode()
+
+    samples = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r'(\w+)\{(.*)\} (\S+)', line)
+        if match:
+            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+            samples[(match.group(1), labels)] = float(match.group(3))
+
+    def value(name: str, extra: str = "") -> float:
+        labels = {("model", "lin"), ("version", "1")} | ({("reason", extra)} if extra else set())
+        assert (name, frozenset(labels)) in samples, f"{name} missing"
+        return samples[(name, frozenset(labels))]
+
+    assert value("nv_inference_request_success") >= 1
+    assert value("nv_inference_count") >= 3 and value("nv_inference_exec_count") >= 1
+    assert value("nv_inference_request_failure", "REJECTED") >= 0
+    assert value("nv_inference_queue_duration_us") > 0 and value("nv_inference_compute_infer_duration_us") > 0
+    assert value("nv_inference_pending_request_count") == 0
+    assert value("hasten_batch_size_count") >= 1 and 'hasten_batch_size_bucket{le="+Inf"' in text
+    assert "hasten_request_latency_seconds_bucket" in text and "hasten_queue_wait_seconds_sum" in text

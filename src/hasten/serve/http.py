@@ -27,10 +27,11 @@ class HttpApp:
     """``await app(scope, receive, send)``; the lifespan starts and stops the model server."""
 
     def __init__(self, server: ModelServer, max_body_bytes: int = MAX_BODY_BYTES, on_ready: Any = None,
-                 grpc_address: tuple[str, int] | None = None) -> None:
+                 grpc_address: tuple[str, int] | None = None, metrics_address: tuple[str, int] | None = None) -> None:
         self.server, self.max_body_bytes, self.on_ready = server, max_body_bytes, on_ready
-        self.grpc_address = grpc_address
+        self.grpc_address, self.metrics_address = grpc_address, metrics_address
         self.grpc: Any = None
+        self.metrics_http: Any = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -60,6 +61,11 @@ class HttpApp:
                         from hasten.serve.grpc import start_grpc
 
                         self.grpc = await start_grpc(self.server, *self.grpc_address)
+                    if self.metrics_address is not None:
+                        from hasten.serve.metrics import ServerMetrics, start_metrics_server
+
+                        self.server.metrics = ServerMetrics(self.server)
+                        self.metrics_http = start_metrics_server(self.server.metrics, *self.metrics_address)
                 except Exception as exc:  # noqa: BLE001 - reported to uvicorn, which exits
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
@@ -70,6 +76,8 @@ class HttpApp:
                 if self.grpc is not None:
                     await self.grpc.stop(30)  # no new RPCs; the running ones finish
                 await self.server.stop()
+                if isinstance(self.metrics_http, tuple):  # (http server, thread)
+                    self.metrics_http[0].shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -191,7 +199,7 @@ def _error(exc: Exception) -> bytes:
 
 
 def run_http(server: ModelServer, host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = MAX_BODY_BYTES,
-             on_ready: Any = None, grpc_port: int | None = None) -> Any:
+             on_ready: Any = None, grpc_port: int | None = None, metrics_port: int | None = None) -> Any:
     """A uvicorn server (httptools, uvloop) for ``server`` (plus the gRPC endpoint on ``grpc_port``
     in the same loop); ``.run()`` it, or ``.serve()`` in a loop.
     SIGTERM/SIGINT: uvicorn stops accepting and finishes open requests, then the lifespan
@@ -202,7 +210,8 @@ def run_http(server: ModelServer, host: str = "127.0.0.1", port: int = 8000, max
         from hasten.core import MissingDependencyError
 
         raise MissingDependencyError("uvicorn", "serve", "hasten serve") from exc
-    app = HttpApp(server, max_body_bytes, on_ready, (host, grpc_port) if grpc_port else None)
+    app = HttpApp(server, max_body_bytes, on_ready, (host, grpc_port) if grpc_port else None,
+                  (host, metrics_port) if metrics_port else None)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on",
                             http="httptools", loop="uvloop", log_level="warning", access_log=False,
                             timeout_graceful_shutdown=30)

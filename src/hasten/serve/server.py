@@ -45,6 +45,7 @@ class ModelServer:
         self.entries = entries
         self.models: dict[str, LoadedModel] = {}
         self.ready = False
+        self.metrics: Any = None  # a ServerMetrics when /metrics is served
 
     async def start(self) -> None:
         for name, entry in self.entries.items():
@@ -136,6 +137,8 @@ class ModelServer:
         m.counts["queue_ns"] += timings.queue_s * 1e9
         m.counts["compute_ns"] += timings.compute_s * 1e9
         m.counts["last_inference_ms"] = int(time.time() * 1000)
+        if self.metrics is not None:
+            self.metrics.observe(m.name, str(m.version), timings.queue_s, timings.queue_s + timings.compute_s)
         return m, outputs, timings
 
 
