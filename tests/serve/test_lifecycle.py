@@ -30,7 +30,8 @@ def test_sigterm_under_load_answers_every_accepted_request(tmp_path: Path) -> No
     w, b = make_linear_onnx(tmp_path / "lin.onnx")
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "hasten.cli", "serve", str(tmp_path / "lin.onnx"), "--http-port",
-                             str(port), "--grpc-port", str(_free_port()), "--max-queue-delay-ms", "5",
+                             str(port), "--grpc-port", str(_free_port()), "--metrics-port", str(_free_port()),
+                             "--max-queue-delay-ms", "5",
                              "--threads", "1"],
                             stderr=subprocess.PIPE, text=True)
     try:
