@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -126,3 +127,46 @@ def test_bad_requests_get_the_right_status_and_an_error_body(served: tuple) -> N
     status, headers, body = _raw(client, "POST", "/v2/models/lin/infer", ok)
     assert status == 200 and b'"id":"a"' in body
     assert "queue;dur=" in headers["server-timing"] and "compute;dur=" in headers["server-timing"]
+
+
+def test_fp16_and_bytes_tensors_round_trip_through_served_models(tmp_path: Path) -> None:
+    """An FP16 model (half in, half out) and a BYTES model (strings in, strings out)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    root = tmp_path / "repo"
+    half = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "half",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["b", 3])],
+                             [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["b", 3])],
+                             [numpy_helper.from_array(np.array(2, np.float16), "two")])
+    text = helper.make_graph([helper.make_node("Identity", ["s"], ["t"])], "text",
+                             [helper.make_tensor_value_info("s", TensorProto.STRING, ["b", 2])],
+                             [helper.make_tensor_value_info("t", TensorProto.STRING, ["b", 2])])
+    for name, graph in (("half", half), ("text", text)):
+        (root / name / "1").mkdir(parents=True)
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(root / name / "1" / "model.onnx"))
+        (root / name / "config.yaml").write_text("max_batch_size: 4\ndynamic_batching: {}\n")
+    port = _free_port()
+    ready = threading.Event()
+    server = run_http(ModelServer(load_repository(root)), port=port, on_ready=ready.set)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(60)
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+        x = np.array([[0.5, -1.25, 3.0]], np.float16)
+        item = httpclient.InferInput("x", [1, 3], "FP16")
+        item.set_data_from_numpy(x)
+        y = client.infer("half", [item]).as_numpy("y")
+        assert y.dtype == np.float16 and y.tolist() == (x * 2).tolist()
+        assert client.get_model_metadata("text")["inputs"][0]["datatype"] == "BYTES"
+        for binary in (True, False):
+            s = np.array([[b"caf\xc3\xa9", b""], [b"x", b"yz"]], dtype=object)
+            item = httpclient.InferInput("s", [2, 2], "BYTES")
+            item.set_data_from_numpy(s, binary_data=binary)
+            out = client.infer("text", [item], outputs=[httpclient.InferRequestedOutput("t", binary_data=binary)])
+            got = [[v.encode() if isinstance(v, str) else v for v in row] for row in out.as_numpy("t").tolist()]
+            assert got == s.tolist()  # (tritonclient gives JSON BYTES back as str, binary ones as bytes)
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -144,6 +144,8 @@ def synthetic_dataset(specs: tuple[TensorSpec, ...], size: int = 64, dynamic_dim
             arrays[spec.name] = rng.integers(0, 100, shape).astype(spec.dtype)
         elif spec.dtype in ("float32", "float16", "float64"):
             arrays[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype == "object":  # string tensors
+            arrays[spec.name] = np.full(shape, b"hasten", dtype=object)
         else:
             raise HastenError(
                 f"cannot make synthetic data for input '{spec.name}' of dtype {spec.dtype}",

@@ -212,7 +212,43 @@ def run_http(server: ModelServer, host: str = "127.0.0.1", port: int = 8000, max
         raise MissingDependencyError("uvicorn", "serve", "hasten serve") from exc
     app = HttpApp(server, max_body_bytes, on_ready, (host, grpc_port) if grpc_port else None,
                   (host, metrics_port) if metrics_port else None)
+    sock = _listen(host, port)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on",
                             http="httptools", loop="uvloop", log_level="warning", access_log=False,
                             timeout_graceful_shutdown=30)
-    return uvicorn.Server(config)
+    return _Served(uvicorn.Server(config), sock)
+
+
+def _listen(host: str, port: int) -> Any:
+    """The HTTP socket, bound and listening before the models load: a client that connects early
+    waits in the backlog instead of being refused, and a taken port fails at once, clearly."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="choose another --http-port") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Served:
+    """A uvicorn server on an already-listening socket; ``run()`` blocks, ``should_exit`` stops it."""
+
+    def __init__(self, server: Any, sock: Any) -> None:
+        self.server, self.sock = server, sock
+
+    def run(self) -> None:
+        self.server.run(sockets=[self.sock])
+
+    @property
+    def should_exit(self) -> bool:
+        return self.server.should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self.server.should_exit = value

@@ -126,7 +126,8 @@ class ModelServer:
             raise Unavailable("the server is not ready (starting or stopping)")
         m = self.get(name, version)
         try:
-            outputs, timings = await m.batcher.submit(request.inputs, request.priority, request.timeout_s)
+            inputs = _text_inputs(m.model.inputs, request.inputs)
+            outputs, timings = await m.batcher.submit(inputs, request.priority, request.timeout_s)
         except ServeError:
             m.counts["fail"] += 1
             raise
@@ -140,6 +141,21 @@ class ModelServer:
         if self.metrics is not None:
             self.metrics.observe(m.name, str(m.version), timings.queue_s, timings.queue_s + timings.compute_s)
         return m, outputs, timings
+
+
+def _text_inputs(specs: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """BYTES arrive as bytes; ONNX Runtime's string tensors want str (UTF-8)."""
+    out = dict(inputs)
+    for spec in specs:
+        array = inputs.get(spec.name)
+        if spec.dtype != "object" or array is None or array.dtype != object:
+            continue
+        try:
+            out[spec.name] = np.array([v.decode("utf-8") if isinstance(v, bytes) else v for v in array.reshape(-1)],
+                                      dtype=object).reshape(array.shape)
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"input '{spec.name}': BYTES elements must be UTF-8 text for this model ({exc})") from None
+    return out
 
 
 def _tensor_meta(spec: Any, batching: bool) -> dict[str, Any]:
