@@ -155,6 +155,8 @@ class Batcher:
         request = _Request(inputs, future, size, length)
         self._queues[level].append(Pending(size, self.clock(), level, self.config.timeout_s(level, timeout_s),
                                            length, payload=request))
+        if self._free and self.config.max_queue_delay_s == 0:
+            self._step()  # fast path: an idle instance and no window — dispatch now, not after a task switch
         self._wake.set()
         try:
             outputs = await future
@@ -186,25 +188,32 @@ class Batcher:
     async def _schedule(self) -> None:
         while True:
             self._drop_cancelled()
-            draining = not self._accepting
-            if draining and not self.queued and not self._inflight:
+            if not self._accepting and not self.queued and not self._inflight:
                 return
-            now = self.clock()
-            self._reject(expire(self._queues, self.config, now))
-            wake_at = next_timeout(self._queues)
-            if self._free:
-                decision = decide(self._queues, self.config, now, draining)
-                self._reject(decision.expired)
-                if decision.batch:
-                    self._dispatch(decision.batch)
-                    continue
-                wake_at = decision.wake_at
+            dispatched, wake_at = self._step()
+            if dispatched:
+                continue
             timeout = None if wake_at is None else max(0.0, wake_at - self.clock())
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+
+    def _step(self) -> tuple[bool, float | None]:
+        """One decision: reject what expired; dispatch a batch if an instance is free and the
+        policy says go. Returns (dispatched, when to decide again)."""
+        now = self.clock()
+        self._reject(expire(self._queues, self.config, now))
+        wake_at = next_timeout(self._queues)
+        if not self._free:
+            return False, wake_at
+        decision = decide(self._queues, self.config, now, not self._accepting)
+        self._reject(decision.expired)
+        if decision.batch:
+            self._dispatch(decision.batch)
+            return True, None
+        return False, decision.wake_at
 
     def _reject(self, expired: list[Pending]) -> None:
         for p in expired:
