@@ -14,8 +14,8 @@ import numpy as np
 
 from hasten.core import HastenError
 from hasten.models import Dataset, Model
-from hasten.plan.gate import GateConfig, GateResult, Judge, _save
-from hasten.plan.guard import GuardVerdict, speed_check
+from hasten.plan.gate import GateConfig, GateResult, Judge, guard_and_save
+from hasten.plan.guard import GuardVerdict
 from hasten.runtime import BackendConfig, compile
 
 log = logging.getLogger(__name__)
@@ -80,23 +80,15 @@ def _gated(model: Model, make: Callable[[Any, Path], Model], evaluation: Dataset
     tmp = Path(tempfile.mkdtemp(prefix="hasten-derive-")) / f"{model.name}.onnx"
     variant = make(monitor, tmp)
     manifest = dict(variant.info.extra["manifest"])
-    quality, verdict = judge.judge(judge.outputs(compile(variant, backend, bcfg)))
+    runner = compile(variant, backend, bcfg)  # judged and timed: compiled once
+    quality, verdict = judge.judge(judge.outputs(runner))
     result = DerivedResult(False, None, backend, judge.base_quality, quality, verdict, None, manifest,
                            split={"evaluation": len(evaluation)}, source=model, candidate=variant)
     if not verdict.passed:
         result.refused = "quality: " + verdict.message
         return result
-    guard = speed_check(baseline, compile(variant, backend, bcfg), evaluation, gate.batch_sizes, gate.seq_len,
-                        gate.time_budget_s)
-    if not guard.faster:
-        guard = GuardVerdict(False, guard.rows, tuple(_why_not_faster(manifest, guard)))
-    result.guard = guard
-    if not guard.faster and not gate.keep_if_slower:
-        result.refused = "speed: not faster than the source model beyond noise — " + "; ".join(guard.reasons)
-        return result
-    result.accepted, result.model = True, _save(variant, out)
-    result.manifest = dict(result.model.info.extra.get("manifest", manifest))
-    return result
+    return guard_and_save(result, baseline, runner, variant, evaluation, gate, out, "the source model",
+                          lambda guard: _why_not_faster(manifest, guard))
 
 
 def _why_not_faster(manifest: dict[str, Any], guard: GuardVerdict) -> list[str]:

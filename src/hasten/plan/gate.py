@@ -198,16 +198,25 @@ def quantize_under_budget(model: Model, qconfig: QuantConfig, data: Dataset, gat
             "; even the all-float-but-one model misses the budget" if trail else "")
         return result
     runner = compile(variant, backend, g.bcfg)
-    guard = speed_check(g.baseline, runner, g.eval, gate.batch_sizes, gate.seq_len, gate.time_budget_s)
+    threads = g.bcfg.resolved_threads()
+    return guard_and_save(result, g.baseline, runner, variant, g.eval, gate, out, "the FP32 baseline",
+                          lambda guard: why_not_faster(manifest, backend, guard.rows, variant.path, threads))
+
+
+def guard_and_save(result: GateResult, baseline: Any, runner: Any, variant: Model, data: Dataset, gate: GateConfig,
+                   out: str | Path | None, against: str, why: Any) -> GateResult:
+    """The "not faster" guard, shared by every transform: time ``runner`` against ``baseline``
+    interleaved; unless faster beyond noise (or ``keep_if_slower``) refuse with ``why(guard)``;
+    otherwise write ``variant`` to ``out``."""
+    guard = speed_check(baseline, runner, data, gate.batch_sizes, gate.seq_len, gate.time_budget_s)
     if not guard.faster:
-        reasons = tuple(why_not_faster(manifest, backend, guard.rows, variant.path, g.bcfg.resolved_threads()))
-        guard = GuardVerdict(False, guard.rows, reasons)
+        guard = GuardVerdict(False, guard.rows, tuple(why(guard)))
     result.guard = guard
     if not guard.faster and not gate.keep_if_slower:
-        result.refused = "speed: not faster than the FP32 baseline beyond noise — " + "; ".join(guard.reasons)
+        result.refused = f"speed: not faster than {against} beyond noise — " + "; ".join(guard.reasons)
         return result
     result.accepted, result.model = True, _save(variant, out)
-    result.manifest = dict(result.model.info.extra.get("manifest", manifest))
+    result.manifest = dict(result.model.info.extra.get("manifest", result.manifest))
     return result
 
 
