@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hasten.compress.training import (Checkpoint, as_tuple, fingerprint, fit, is_classifier, shuffled_batches)
+from hasten.compress.training import (Checkpoint, as_tuple, fingerprint, fit, is_classifier, shuffled_batches,
+                                      watching)
 from hasten.core import HastenError
 
 if TYPE_CHECKING:
-    from hasten.compress.prune import Monitor
+    from hasten.compress.training import Monitor
     from hasten.models import Dataset, Model
 
 LOSSES = ("auto", "kl", "mse", "cosine", "mse+cosine")
@@ -307,8 +308,7 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
     fitted = fit(student, step_loss, config.steps, optimizer, torch, label=f"distilling ({config.student})",
                  checkpoint=Checkpoint(checkpoint, run) if checkpoint else None, schedule=schedule,
                  checkpoint_every=max(50, config.steps // 20),
-                 evaluate=(lambda: monitor.evaluate(student)) if monitor else None,
-                 evaluate_every=monitor.every if monitor else 0, done=monitor.done if monitor else None)
+                 **watching(monitor, student))
     if hidden is not None:
         hidden.close()
     facts = {"student": how, "teacher": {"name": teacher.name, "path": str(teacher.path)},

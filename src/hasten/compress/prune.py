@@ -10,17 +10,20 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hasten.compress.training import Checkpoint, fidelity_targets, fingerprint, fit, shuffled_batches
+from hasten.compress.training import (Checkpoint, Monitor, fidelity_targets, fingerprint, fit, shuffled_batches,
+                                      watching)
 from hasten.core import HastenError, MissingDependencyError
 
 if TYPE_CHECKING:
     from hasten.models import Dataset, Model
+
+__all__ = ["Monitor", "PruneConfig", "prune"]  # Monitor lives in compress.training; kept importable here
 
 PRUNE_METHODS = ("unstructured", "channel", "2:4")
 IMPORTANCES = ("l1", "l2", "taylor")
@@ -80,17 +83,6 @@ class PruneConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
-@dataclass
-class Monitor:
-    """How fine-tuning watches quality: ``evaluate(module)`` every ``every`` steps (in eval mode,
-    no gradients), stopping as soon as ``done(evaluation)`` says the budget holds."""
-
-    evaluate: Callable[[Any], dict[str, Any]]
-    done: Callable[[dict[str, Any]], bool]
-    every: int = 50
-    log: list[dict[str, Any]] = field(default_factory=list)
-
-
 def prune(model: Model, config: PruneConfig, data: Dataset | None = None, out: str | Path | None = None, *,
           monitor: Monitor | None = None, checkpoint: str | Path | None = None) -> Model:
     """Prune a copy of ``model``'s torch module as ``config`` says, fine-tune it on ``data`` (labels,
@@ -138,8 +130,7 @@ def prune(model: Model, config: PruneConfig, data: Dataset | None = None, out: s
         return fit(module, step_loss, last, optimizer, torch, label=f"fine-tuning ({config.method})",
                    checkpoint=ckpt.at(stage) if ckpt else None, start=first,
                    checkpoint_every=max(10, config.finetune_steps // 10),
-                   evaluate=(lambda: monitor.evaluate(module)) if monitor else None,
-                   evaluate_every=monitor.every if monitor else 0, done=monitor.done if monitor else None)
+                   **watching(monitor, module))
 
     if config.method == "channel":
         facts, fits = _channel(module, model, config, batches, loss_fn, targets, tune, ckpt, torch)

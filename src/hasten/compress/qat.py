@@ -67,7 +67,6 @@ def _train(model: Model, config: Qat, data: Dataset, torch: Any) -> tuple[Any, d
             student(*feed)
     _set_mode(student, "train")
     targets, loss_name, loss_fn = fidelity_targets(model.torch_module(), batches, torch)
-    loss_name = loss_name.replace("source", "fp32")
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=config.lr)
 
     def step_loss(step: int) -> Any:

@@ -84,7 +84,7 @@ def fidelity_targets(reference: Any, batches: list[Batch], torch: Any) -> tuple[
             return ([torch.from_numpy(y.astype(np.int64)) for _, y in batches], "cross_entropy",
                     lambda outs, y: functional.cross_entropy(outs[0], y))
         ref_outs = [as_tuple(reference(*feed)) for feed, _ in batches]
-    return (ref_outs, "mse_to_source",
+    return (ref_outs, "mse_to_fp32",  # the source module is the FP32 model
             lambda outs, ref: sum(functional.mse_loss(o, r) for o, r in zip(outs, ref) if o.is_floating_point()))
 
 
@@ -179,6 +179,23 @@ class Checkpoint:
             raise HastenError(f"cannot resume from {self.folder}: {exc}",
                               hint="delete the checkpoint folder to start over") from exc
         return meta["step"]
+
+
+@dataclass
+class Monitor:
+    """How training watches quality: ``evaluate(module)`` every ``every`` steps (in eval mode,
+    no gradients), stopping as soon as ``done(evaluation)`` says the budget holds."""
+
+    evaluate: Callable[[Any], dict[str, Any]]
+    done: Callable[[dict[str, Any]], bool]
+    every: int = 50
+
+
+def watching(monitor: Monitor | None, module: Any) -> dict[str, Any]:
+    """`fit()`'s evaluation arguments for ``monitor`` watching ``module`` (none without one)."""
+    if monitor is None:
+        return {}
+    return {"evaluate": lambda: monitor.evaluate(module), "evaluate_every": monitor.every, "done": monitor.done}
 
 
 @dataclass

@@ -65,7 +65,7 @@ def _gated(model: Model, make: Callable[[Any, Path], Model], evaluation: Dataset
            out: str | Path | None, every: int) -> DerivedResult:
     import tempfile
 
-    from hasten.compress.prune import Monitor
+    from hasten.compress.training import Monitor
 
     backend = gate.backend or "ort-cpu"
     bcfg = BackendConfig(threads=gate.threads)
