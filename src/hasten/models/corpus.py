@@ -5,6 +5,7 @@ docstrings of the standard library's own modules — about 10,000 English senten
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 from hasten.core import HastenError
@@ -67,9 +68,15 @@ def stdlib_docstring_sentences(min_words: int = 6, max_words: int = 50) -> list[
     return list(out)
 
 
+@cache
+def _python_sentences() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(pydoc_sentences() + stdlib_docstring_sentences()))
+
+
 def python_sentences() -> list[str]:
-    """pydoc topics then standard-library docstrings, deduplicated (the ``pydoc`` data set)."""
-    return list(dict.fromkeys(pydoc_sentences() + stdlib_docstring_sentences()))
+    """pydoc topics then standard-library docstrings, deduplicated (the ``pydoc`` data set);
+    parsed once per process (~5 s)."""
+    return list(_python_sentences())
 
 
 def text_dataset(model: Model, texts: list[str], name: str) -> Dataset:

@@ -1,0 +1,63 @@
+"""`hasten serve`: a model repository (or one model) behind the KServe v2 / Triton protocol.
+Registered on the app in cli.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from hasten.cli_common import _load
+from hasten.core import HastenError
+from hasten.core.console import stderr_console
+
+
+def serve(
+    source: str = typer.Argument(..., help="A model repository folder (repo/<model>/config.yaml + <version>/model.onnx, or a Triton repository of ONNX models), or one model: .onnx file, sentence-transformers folder, built-in example."),
+    http_port: int = typer.Option(8000, "--http-port", help="KServe v2 / Triton HTTP port."),
+    grpc_port: int = typer.Option(8001, "--grpc-port", help="KServe v2 / Triton gRPC port (0: no gRPC)."),
+    metrics_port: int = typer.Option(8002, "--metrics-port", help="Prometheus /metrics port (0: no metrics)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 to accept other machines."),
+    backend: str = typer.Option("ort-cpu", "--backend", "-b", help="Single model: the backend."),
+    max_batch_size: int = typer.Option(8, "--max-batch-size", help="Single model: the largest batch the batcher forms."),
+    max_queue_delay_ms: float = typer.Option(2.0, "--max-queue-delay-ms", help="Single model: the batching window (from the oldest queued request)."),
+    max_queue_size: int = typer.Option(0, "--max-queue-size", help="Single model: requests queued at most (0: unbounded); more get 503."),
+    instances: int = typer.Option(1, "--instances", help="Single model: runner instances (threads)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Single model: intra-op threads per instance."),
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body accepted (413 beyond)."),
+) -> None:
+    """Serve models with dynamic batching over the KServe v2 / Triton HTTP protocol."""
+    from hasten.serve.http import run_http
+    from hasten.serve.server import ModelServer
+
+    entries = _serve_entries(source, backend, max_batch_size, max_queue_delay_ms, max_queue_size, instances, threads)
+    names = ", ".join(f"{n} ({e.config.backend}, max batch {e.config.max_batch_size}, {e.config.instances} instance(s))"
+                      for n, e in entries.items())
+
+    def ready() -> None:
+        grpc = (f", grpc://{host}:{grpc_port}" if grpc_port else "") + (
+            f", metrics http://{host}:{metrics_port}/metrics" if metrics_port else "")
+        stderr_console().print(f"serving {names} on http://{host}:{http_port}{grpc} — ready", highlight=False,
+                               soft_wrap=True)
+
+    stderr_console().print(f"loading and warming up {len(entries)} model(s)…", highlight=False)
+    run_http(ModelServer(entries), host, http_port, int(max_body_mb * 1024 * 1024), on_ready=ready,
+             grpc_port=grpc_port or None, metrics_port=metrics_port or None).run()
+
+
+def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: float, queue: int, instances: int,
+                   threads: int | None) -> dict[str, Any]:
+    from hasten.serve.repository import DynamicBatching, ModelConfig, ModelEntry, check_name, load_repository
+
+    path = Path(source)
+    if path.is_dir() and not (path / "modules.json").exists():
+        return load_repository(path)
+    m = _load(source)
+    name = check_name(m.name.replace(" ", "_"))
+    try:
+        config = ModelConfig(backend=backend, max_batch_size=max_batch_size, instances=instances, threads=threads,
+                             dynamic_batching=DynamicBatching(max_queue_delay_ms=delay_ms, max_queue_size=queue))
+    except Exception as exc:  # pydantic's ValidationError: say which flag
+        raise HastenError(f"bad serving flags: {exc}") from None
+    return {name: ModelEntry(name, {1: m.path}, config, "file")}
