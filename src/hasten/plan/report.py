@@ -27,13 +27,19 @@ def print_gate(result: Any, baseline_size: int) -> None:
               f"{result.split.get('calibration', 0)}/{result.split.get('evaluation', 0)}", highlight=False)
     if result.trail:
         con.print(_trail(result, Table))
-    if result.guard is not None:
-        for row in result.guard.rows:
-            verdict = "faster beyond noise" if row.faster_beyond_noise else (
-                "slower beyond noise" if row.slower_beyond_noise else "within noise")
-            con.print(f"batch {row.batch_size}: {row.speedup:.2f}× ({verdict})", highlight=False)
-        for reason in result.guard.reasons:
-            con.print(f"  why: {reason}", highlight=False)
+    _print_guard(con, result.guard)
+
+
+def _print_guard(con: Any, guard: Any) -> None:
+    """The speed check per batch size, and why a result is not faster."""
+    if guard is None:
+        return
+    for row in guard.rows:
+        verdict = "faster beyond noise" if row.faster_beyond_noise else (
+            "slower beyond noise" if row.slower_beyond_noise else "within noise")
+        con.print(f"batch {row.batch_size}: {row.speedup:.2f}× ({verdict})", highlight=False)
+    for reason in guard.reasons:
+        con.print(f"  why: {reason}", highlight=False, soft_wrap=True)
 
 
 def _speed_cols(result: Any) -> list[str]:
@@ -111,13 +117,7 @@ def print_derived(result: Any) -> None:
         con.print(f"2:4 on {m['gpu_speed_check']['device']}, weight {row['shape']}: "
                   + (f"{row['speedup']:.2f}× over dense FP16" if row["supported"] else f"not supported ({row['why']})"),
                   highlight=False)
-    if result.guard is not None:
-        for row in result.guard.rows:
-            verdict = "faster beyond noise" if row.faster_beyond_noise else (
-                "slower beyond noise" if row.slower_beyond_noise else "within noise")
-            con.print(f"batch {row.batch_size}: {row.speedup:.2f}× ({verdict})", highlight=False)
-        for reason in result.guard.reasons:
-            con.print(f"  why: {reason}", highlight=False, soft_wrap=True)
+    _print_guard(con, result.guard)
 
 
 def _count(n: Any) -> str:
