@@ -2,48 +2,28 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-from hasten.serve.http import run_http
-from hasten.serve.repository import load_repository
-from hasten.serve.server import ModelServer
-from tests.conftest import make_linear_onnx
+from tests.serve.helpers import free_port, linear_repo, serving
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("uvicorn")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
     root = tmp_path_factory.mktemp("repo")
-    (root / "lin" / "1").mkdir(parents=True)
-    w, b = make_linear_onnx(root / "lin" / "1" / "model.onnx")
-    (root / "lin" / "config.yaml").write_text("max_batch_size: 8\nthreads: 1\ndynamic_batching:\n  max_queue_delay_ms: 1\n")
-    http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
-    ready = threading.Event()
-    server = run_http(ModelServer(load_repository(root)), port=http_port, on_ready=ready.set, grpc_port=grpc_port,
-                      metrics_port=metrics_port)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert ready.wait(60), "the server did not become ready"
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
-    client.hasten_metrics_port = metrics_port
-    yield client, w, b
-    server.should_exit = True
-    thread.join(30)
+    w, b = linear_repo(root)
+    grpc_port, metrics_port = free_port(), free_port()
+    with serving(root, grpc_port=grpc_port, metrics_port=metrics_port):
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        client.hasten_metrics_port = metrics_port
+        yield client, w, b
 
 
 def _infer(client: Any, x: np.ndarray, model: str = "lin") -> Any:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,39 +9,21 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hasten.serve.http import run_http
-from hasten.serve.repository import load_repository
-from hasten.serve.server import ModelServer
-from tests.conftest import make_linear_onnx
+from tests.serve.helpers import linear_repo, serving
 
 httpclient = pytest.importorskip("tritonclient.http")
 pytest.importorskip("uvicorn")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
     root = tmp_path_factory.mktemp("repo")
-    (root / "lin" / "1").mkdir(parents=True)
-    w, b = make_linear_onnx(root / "lin" / "1" / "model.onnx")
-    (root / "lin" / "config.yaml").write_text("max_batch_size: 8\nthreads: 1\ndynamic_batching:\n  max_queue_delay_ms: 1\n")
-    port = _free_port()
-    ready = threading.Event()
-    server = run_http(ModelServer(load_repository(root)), port=port, max_body_bytes=4096, on_ready=ready.set)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert ready.wait(60), "the server did not become ready"
-    client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
-    client.hasten_port = port
-    yield client, w, b
-    server.should_exit = True
-    thread.join(30)
+    w, b = linear_repo(root)
+    with serving(root, max_body_bytes=4096) as port:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+        client.hasten_port = port
+        yield client, w, b
 
 
 def _infer(client: Any, x: np.ndarray, binary: bool = True, model: str = "lin") -> Any:
@@ -146,13 +126,7 @@ def test_fp16_and_bytes_tensors_round_trip_through_served_models(tmp_path: Path)
         (root / name / "1").mkdir(parents=True)
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(root / name / "1" / "model.onnx"))
         (root / name / "config.yaml").write_text("max_batch_size: 4\ndynamic_batching: {}\n")
-    port = _free_port()
-    ready = threading.Event()
-    server = run_http(ModelServer(load_repository(root)), port=port, on_ready=ready.set)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(60)
+    with serving(root) as port:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
         x = np.array([[0.5, -1.25, 3.0]], np.float16)
         item = httpclient.InferInput("x", [1, 3], "FP16")
@@ -167,6 +141,3 @@ def test_fp16_and_bytes_tensors_round_trip_through_served_models(tmp_path: Path)
             out = client.infer("text", [item], outputs=[httpclient.InferRequestedOutput("t", binary_data=binary)])
             got = [[v.encode() if isinstance(v, str) else v for v in row] for row in out.as_numpy("t").tolist()]
             assert got == s.tolist()  # (tritonclient gives JSON BYTES back as str, binary ones as bytes)
-    finally:
-        server.should_exit = True
-        thread.join(30)

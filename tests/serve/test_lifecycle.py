@@ -4,7 +4,6 @@ accepted request before exiting."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,23 +13,18 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_linear_onnx
+from tests.serve.helpers import free_port
 
 httpclient = pytest.importorskip("tritonclient.http")
 pytest.importorskip("uvicorn")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_sigterm_under_load_answers_every_accepted_request(tmp_path: Path) -> None:
     w, b = make_linear_onnx(tmp_path / "lin.onnx")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "hasten.cli", "serve", str(tmp_path / "lin.onnx"), "--http-port",
-                             str(port), "--grpc-port", str(_free_port()), "--metrics-port", str(_free_port()),
+                             str(port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
                              "--max-queue-delay-ms", "5",
                              "--threads", "1"],
                             stderr=subprocess.PIPE, text=True)
