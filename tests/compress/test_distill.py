@@ -11,10 +11,9 @@ import pytest
 
 import hasten
 from hasten.compress.distill import (DistillConfig, _HiddenMatch, distill, keep_indices, kd_loss, parse_student)
-from hasten.compress.prune import Monitor
 from hasten.core import HastenError
 from hasten.runtime import compile
-from tests.compress.test_prune import _cnn_model, _images, _tiny_bert, _weights
+from tests.compress.test_prune import Killed, _cnn_model, _images, _tiny_bert, _weights, killed_at
 
 torch = pytest.importorskip("torch")
 
@@ -97,15 +96,8 @@ def test_a_classifier_student_learns_soft_targets_and_a_stopped_run_resumes(tmp_
     assert man["student"]["kind"] == "width"
     assert man["parameters"]["after"]["total"] < man["parameters"]["before"]["total"] / 2
 
-    class Stop(Exception):
-        pass
-
-    def evaluate(module: Any) -> dict[str, Any]:
-        raise Stop  # "killed" at step 75, after the checkpoint of step 50
-
-    with pytest.raises(Stop):
-        distill(teacher, config, data, tmp_path / "a.onnx", checkpoint=tmp_path / "ck",
-                monitor=Monitor(evaluate, lambda seen: False, every=75))
+    with pytest.raises(Killed):  # at step 75, after the checkpoint of step 50
+        distill(teacher, config, data, tmp_path / "a.onnx", checkpoint=tmp_path / "ck", monitor=killed_at(75))
     resumed = distill(teacher, config, data, tmp_path / "b.onnx", checkpoint=tmp_path / "ck")
     training = resumed.info.extra["manifest"]["training"]
     assert training["resumed_from"] == 50 and training["steps"] == 100

@@ -51,6 +51,17 @@ def _images(n: int = 64, labels: bool = True) -> hasten.Dataset:
                           rng.integers(0, 10, n) if labels else None)
 
 
+class Killed(Exception):
+    """Stands for the process being killed mid-run."""
+
+
+def killed_at(step: int) -> Monitor:
+    """A monitor whose first check (at ``step``) "kills" the run."""
+    def evaluate(module: Any) -> dict[str, Any]:
+        raise Killed
+    return Monitor(evaluate, lambda seen: False, every=step)
+
+
 def _weights(path: Path) -> dict[str, np.ndarray]:
     graph = onnx.load(str(path)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
@@ -170,15 +181,8 @@ def test_a_stopped_run_resumes_where_it_was(tmp_path: Path, iterative_steps: int
     whole = prune(model, config, data, tmp_path / "whole.onnx")
     assert whole.info.extra["manifest"]["finetune"]["steps"] == 20
 
-    class Stop(Exception):
-        pass
-
-    def evaluate(module: Any) -> dict[str, Any]:
-        raise Stop  # the run is "killed" at step 15, after the checkpoint of step 10
-
-    with pytest.raises(Stop):
-        prune(model, config, data, tmp_path / "a.onnx", checkpoint=tmp_path / "ck",
-              monitor=Monitor(evaluate, lambda seen: False, every=15))
+    with pytest.raises(Killed):  # at step 15, after the checkpoint of step 10
+        prune(model, config, data, tmp_path / "a.onnx", checkpoint=tmp_path / "ck", monitor=killed_at(15))
     resumed = prune(model, config, data, tmp_path / "b.onnx", checkpoint=tmp_path / "ck")
     ft = resumed.info.extra["manifest"]["finetune"]
     assert ft["resumed_from"] == 10 and ft["steps"] == 10
