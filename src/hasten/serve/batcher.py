@@ -105,6 +105,7 @@ class Batcher:
         self._accepting = False
         self._inflight = 0
         self._variable = {s.name for s in inputs if s.rank >= 2 and s.shape[1] == -1}
+        self._token_outputs = {s.name for s in outputs if s.rank >= 2 and s.shape[1] == -1}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -155,8 +156,8 @@ class Batcher:
         request = _Request(inputs, future, size, length)
         self._queues[level].append(Pending(size, self.clock(), level, self.config.timeout_s(level, timeout_s),
                                            length, payload=request))
-        if self._free and self.config.max_queue_delay_s == 0:
-            self._step()  # fast path: an idle instance and no window — dispatch now, not after a task switch
+        if self._free:
+            self._step()  # decide now (no window, or a full batch: dispatch without a task switch)
         self._wake.set()
         try:
             outputs = await future
@@ -235,7 +236,7 @@ class Batcher:
             p.payload.timings.queue_s = started - p.arrival
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(self._executor, _compute, self._runners[instance], requests, self._variable,
-                                   self.outputs, self.pad_values, self.clock)
+                                   self._token_outputs, self.pad_values, self.clock)
         job.add_done_callback(lambda done: self._finish(done, instance, requests))
 
     def _finish(self, done: asyncio.Future, instance: int, requests: list[_Request]) -> None:
@@ -268,7 +269,7 @@ def _fail(request: _Request, error: Exception) -> None:
         request.future.set_exception(error)
 
 
-def _compute(runner: Runner, requests: list[_Request], variable: set[str], outputs: tuple[TensorSpec, ...],
+def _compute(runner: Runner, requests: list[_Request], variable: set[str], token_outputs: set[str],
              pad_values: dict[str, float], clock: Callable[[], float]) -> tuple[list[dict[str, np.ndarray]], float]:
     """Runs in an instance's thread: stack (padding variable lengths), run, slice back."""
     length = max((r.length for r in requests), default=0)
@@ -277,13 +278,12 @@ def _compute(runner: Runner, requests: list[_Request], variable: set[str], outpu
     start = clock()
     result = runner.run(feed)
     seconds = clock() - start
-    dynamic_seq = {s.name for s in outputs if s.rank >= 2 and s.shape[1] == -1}
     out, offset = [], 0
     for r in requests:
         part = {}
         for name, array in result.items():
             piece = array[offset:offset + r.size]
-            if name in dynamic_seq and variable and piece.ndim >= 2 and piece.shape[1] == length and r.length < length:
+            if name in token_outputs and variable and piece.ndim >= 2 and piece.shape[1] == length and r.length < length:
                 piece = piece[:, :r.length]  # token-level outputs: back to the request's own length
             part[name] = np.ascontiguousarray(piece)
         out.append(part)
