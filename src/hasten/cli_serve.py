@@ -25,13 +25,15 @@ def serve(
     max_queue_size: int = typer.Option(0, "--max-queue-size", help="Single model: requests queued at most (0: unbounded); more get 503."),
     instances: int = typer.Option(1, "--instances", help="Single model: runner instances (threads)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Single model: intra-op threads per instance."),
+    inline: bool = typer.Option(True, "--inline/--no-inline", help="Single model, one instance: a batch that finds the server idle runs on the event loop's thread (saves two thread wake-ups)."),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body accepted (413 beyond)."),
 ) -> None:
     """Serve models with dynamic batching over the KServe v2 / Triton HTTP protocol."""
     from hasten.serve.http import run_http
     from hasten.serve.server import ModelServer
 
-    entries = _serve_entries(source, backend, max_batch_size, max_queue_delay_ms, max_queue_size, instances, threads)
+    entries = _serve_entries(source, backend, max_batch_size, max_queue_delay_ms, max_queue_size, instances, threads,
+                             inline)
     names = ", ".join(f"{n} ({e.config.backend}, max batch {e.config.max_batch_size}, {e.config.instances} instance(s))"
                       for n, e in entries.items())
 
@@ -47,7 +49,7 @@ def serve(
 
 
 def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: float, queue: int, instances: int,
-                   threads: int | None) -> dict[str, Any]:
+                   threads: int | None, inline: bool = True) -> dict[str, Any]:
     from hasten.serve.repository import DynamicBatching, ModelConfig, ModelEntry, check_name, load_repository
 
     path = Path(source)
@@ -57,6 +59,7 @@ def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: flo
     name = check_name(m.name.replace(" ", "_"))
     try:
         config = ModelConfig(backend=backend, max_batch_size=max_batch_size, instances=instances, threads=threads,
+                             inline_when_idle=inline,
                              dynamic_batching=DynamicBatching(max_queue_delay_ms=delay_ms, max_queue_size=queue))
     except Exception as exc:  # pydantic's ValidationError: say which flag
         raise HastenError(f"bad serving flags: {exc}") from None

@@ -19,6 +19,7 @@ TOKENS_IN = (TensorSpec("input_ids", "int64", (-1, -1)), TensorSpec("attention_m
 TOKENS_OUT = (TensorSpec("per_token", "int64", (-1, -1)), TensorSpec("pooled", "int64", (-1,)))
 VEC_IN = (TensorSpec("x", "float32", (-1, 2)),)
 VEC_OUT = (TensorSpec("y", "float32", (-1, 2)),)
+THREADED = {"inline_when_idle": False}  # a gated model blocks inside run(): it must not block the loop
 
 
 class TokenModel:
@@ -84,12 +85,14 @@ def test_requests_of_different_lengths_are_padded_and_sliced_back_exactly() -> N
         assert timings.batch_size == 4 and timings.queue_s >= 0
 
 
-def test_a_failing_batch_fails_exactly_its_requests_and_serving_goes_on() -> None:
+@pytest.mark.parametrize("inline", [True, False])
+def test_a_failing_batch_fails_exactly_its_requests_and_serving_goes_on(inline: bool) -> None:
     model = GatedModel()
     model.gate.set()
 
     async def main() -> tuple[list[Any], list[Any]]:
-        b = Batcher([model], BatchingConfig(max_batch_size=2, max_queue_delay_s=5.0), VEC_IN, VEC_OUT)
+        b = Batcher([model], BatchingConfig(max_batch_size=2, max_queue_delay_s=5.0, inline_when_idle=inline),
+                    VEC_IN, VEC_OUT)
         b.start()
         first = await asyncio.gather(b.submit(_vec(-1)), b.submit(_vec(1)), return_exceptions=True)
         second = await asyncio.gather(b.submit(_vec(2)), b.submit(_vec(3)), return_exceptions=True)
@@ -103,7 +106,7 @@ def test_a_failing_batch_fails_exactly_its_requests_and_serving_goes_on() -> Non
 
 def test_a_full_queue_refuses_at_once_and_every_accepted_request_is_answered() -> None:
     model = GatedModel()
-    cfg = BatchingConfig(max_batch_size=1, queue_policy=QueuePolicy(max_queue_size=2))
+    cfg = BatchingConfig(max_batch_size=1, queue_policy=QueuePolicy(max_queue_size=2), **THREADED)
 
     async def main() -> tuple[list[Any], Exception]:
         b = Batcher([model], cfg, VEC_IN, VEC_OUT)
@@ -127,7 +130,7 @@ def test_a_full_queue_refuses_at_once_and_every_accepted_request_is_answered() -
 
 def test_a_request_past_its_queue_timeout_is_rejected_while_instances_are_busy() -> None:
     model = GatedModel()
-    cfg = BatchingConfig(max_batch_size=1, queue_policy=QueuePolicy(default_timeout_s=0.05))
+    cfg = BatchingConfig(max_batch_size=1, queue_policy=QueuePolicy(default_timeout_s=0.05), **THREADED)
 
     async def main() -> tuple[Any, Any]:
         b = Batcher([model], cfg, VEC_IN, VEC_OUT)
@@ -149,7 +152,7 @@ def test_a_request_past_its_queue_timeout_is_rejected_while_instances_are_busy()
 
 def test_cancelled_requests_are_dropped_and_priorities_are_served_in_order() -> None:
     model = GatedModel()
-    cfg = BatchingConfig(max_batch_size=1, priority_levels=2, default_priority_level=2)
+    cfg = BatchingConfig(max_batch_size=1, priority_levels=2, default_priority_level=2, **THREADED)
 
     async def main() -> None:
         b = Batcher([model], cfg, VEC_IN, VEC_OUT)
@@ -175,7 +178,7 @@ def test_stop_answers_what_was_accepted_and_refuses_new_requests() -> None:
     model = GatedModel()
 
     async def main() -> list[Any]:
-        b = Batcher([model], BatchingConfig(max_batch_size=2, max_queue_delay_s=60.0), VEC_IN, VEC_OUT)
+        b = Batcher([model], BatchingConfig(max_batch_size=2, max_queue_delay_s=60.0, **THREADED), VEC_IN, VEC_OUT)
         b.start()
         accepted = [asyncio.ensure_future(b.submit(_vec(v))) for v in range(5)]
         await _started(model)
@@ -211,3 +214,37 @@ def test_knobs_change_at_run_time_and_bad_requests_are_refused() -> None:
 
     asyncio.run(main())
     assert model.batches == [3]
+
+
+class ThreadModel:
+    """y = x; records which thread ran each batch and how big it was."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls.append((threading.get_ident(), len(feed["x"])))
+        return {"y": feed["x"]}
+
+
+def test_a_batch_that_finds_the_batcher_idle_runs_on_the_loop_thread_else_on_its_instance() -> None:
+    async def main(config: BatchingConfig, runners: int) -> tuple[list[tuple[int, int]], int]:
+        models = [ThreadModel() for _ in range(runners)]
+        b = Batcher(models, config, VEC_IN, VEC_OUT)
+        b.start()
+        alone = await b.submit(_vec(1, 2))  # a full batch and nothing else queued
+        # 3 waits for the window; 4 (two rows) cannot join it, so 3 goes at once with 4 still
+        # queued (not idle), then 4 goes alone (idle again)
+        pair = await asyncio.gather(b.submit(_vec(3)), b.submit(_vec(4, 2)))
+        await b.stop()
+        assert alone[0]["y"][:, 0].tolist() == [1.0, 1.0]
+        assert pair[0][0]["y"][:, 0].tolist() == [3.0] and pair[1][0]["y"][:, 0].tolist() == [4.0, 4.0]
+        return [c for m in models for c in m.calls], threading.get_ident()
+
+    window = {"max_batch_size": 2, "max_queue_delay_s": 60.0}
+    calls, loop = asyncio.run(main(BatchingConfig(**window), 1))
+    assert calls[0] == (loop, 2) and calls[1][0] != loop and calls[1][1] == 1 and calls[2] == (loop, 2)
+    calls, loop = asyncio.run(main(BatchingConfig(**window, **THREADED), 1))
+    assert [n for _, n in calls] == [2, 1, 2] and all(t != loop for t, _ in calls)
+    calls, loop = asyncio.run(main(BatchingConfig(**window, instances=2), 2))
+    assert sorted(n for _, n in calls) == [1, 2, 2] and all(t != loop for t, _ in calls)  # several instances: never

@@ -45,6 +45,7 @@ class ModelConfig(BaseModel):
     threads: int | None = Field(None, ge=1)
     dynamic_batching: DynamicBatching | None = None
     pad_values: dict[str, float] = {}
+    inline_when_idle: bool = True  # one instance: a batch finding the server idle runs on the loop thread
 
     def batching(self) -> BatchingConfig:
         d = self.dynamic_batching
@@ -56,7 +57,7 @@ class ModelConfig(BaseModel):
             priority_levels=d.priority_levels if d else 0,
             default_priority_level=d.default_priority_level if d else 0,
             queue_policy=policy, padding=d.padding if d else "pad", instances=self.instances,
-            combine=d is not None and self.max_batch_size > 0)
+            combine=d is not None and self.max_batch_size > 0, inline_when_idle=self.inline_when_idle)
 
 
 @dataclass

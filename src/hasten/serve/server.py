@@ -194,7 +194,9 @@ def _load(entry: ModelEntry) -> LoadedModel:
     version = entry.latest
     model = load_model(entry.path(version))
     cfg = entry.config
-    runners = [compile(model, cfg.backend, BackendConfig(threads=cfg.threads)) for _ in range(cfg.instances)]
+    # the batcher checks every request against the specs; the runner need not check the batch again
+    runners = [compile(model, cfg.backend, BackendConfig(threads=cfg.threads, validate_inputs=False))
+               for _ in range(cfg.instances)]
     batching = cfg.batching()
     sizes = range(1, batching.max_batch_size + 1) if cfg.max_batch_size > 0 else [None]
     warm = synthetic_dataset(model.inputs, size=max(1, batching.max_batch_size), dynamic_dim=16)
