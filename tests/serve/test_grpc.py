@@ -11,7 +11,7 @@ import pytest
 from tests.serve.helpers import free_port, linear_repo, serving
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
-pytest.importorskip("uvicorn")
+pytest.importorskip("httptools")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests.serve.helpers import linear_repo, serving
 
 httpclient = pytest.importorskip("tritonclient.http")
-pytest.importorskip("uvicorn")
+pytest.importorskip("httptools")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 
@@ -141,3 +141,59 @@ def test_fp16_and_bytes_tensors_round_trip_through_served_models(tmp_path: Path)
             out = client.infer("text", [item], outputs=[httpclient.InferRequestedOutput("t", binary_data=binary)])
             got = [[v.encode() if isinstance(v, str) else v for v in row] for row in out.as_numpy("t").tolist()]
             assert got == s.tolist()  # (tritonclient gives JSON BYTES back as str, binary ones as bytes)
+
+
+def _exchange(port: int, data: bytes, responses: int, timeout: float = 10.0) -> list[tuple[int, dict, bytes]]:
+    """Send raw bytes on one connection; read ``responses`` HTTP responses (or until it closes)."""
+    import socket
+
+    out, buf = [], b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        while len(out) < responses:
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return out
+                buf += chunk
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+            length = int(headers.get("content-length", 0))
+            while len(buf) < length:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            out.append((int(lines[0].split()[1]), headers, buf[:length]))
+            buf = buf[length:]
+    return out
+
+
+def test_the_http_transport_answers_pipelined_malformed_oversized_and_expect_continue_requests(served: tuple) -> None:
+    client, w, b = served
+    port = client.hasten_port
+    infer = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}'
+    post = (b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(infer)) + infer
+    # three pipelined requests on one connection come back in order, the last closes it
+    answers = _exchange(port, b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n" + post
+                        + b"GET /v2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 3)
+    assert [a[0] for a in answers] == [200, 200, 200]
+    assert b'"outputs"' in answers[1][2] and b'"name":"hasten"' in answers[2][2]
+    assert answers[2][1]["connection"] == "close"
+    # garbage is a 400 with a message, and the connection closes
+    [(status, headers, body)] = _exchange(port, b"NOT HTTP AT ALL\r\n\r\n", 1)
+    assert status == 400 and b"malformed HTTP request" in body and headers["connection"] == "close"
+    # a body over the limit (4096 here) is read, dropped, and refused with 413; the connection stays usable
+    big = b"x" * 5000
+    answers = _exchange(port, (b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(big))
+                        + big + post, 2)
+    assert [a[0] for a in answers] == [413, 200] and b"exceeds 4096 bytes" in answers[0][2]
+    # a client that asks for 100-continue gets it before its body is answered
+    head = b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(infer)
+    answers = _exchange(port, head + infer, 2)
+    assert [a[0] for a in answers] == [100, 200]
+    # HTTP/1.0 without keep-alive: answered, then closed
+    [(status, headers, _)] = _exchange(port, b"GET /v2/health/ready HTTP/1.0\r\n\r\n", 1)
+    assert status == 200 and headers["connection"] == "close"
+    assert np.allclose(_infer(client, np.ones((1, 4), np.float32)).as_numpy("y"), np.ones((1, 4)) @ w + b)  # still serving

@@ -16,7 +16,7 @@ from tests.conftest import make_linear_onnx
 from tests.serve.helpers import free_port
 
 httpclient = pytest.importorskip("tritonclient.http")
-pytest.importorskip("uvicorn")
+pytest.importorskip("httptools")
 
 
 @pytest.mark.slow
@@ -64,7 +64,7 @@ def test_sigterm_under_load_answers_every_accepted_request(tmp_path: Path) -> No
         proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(60)
-        # uvicorn shuts down gracefully, then re-raises the signal: a SIGTERM exit status after a clean drain
+        # a clean drain, then exit 0 (a SIGTERM status is accepted too)
         assert proc.wait(60) in (0, -signal.SIGTERM)
         assert "Traceback" not in proc.stderr.read()
     finally:

@@ -4,7 +4,9 @@ HTTP binary-extension body layout (``../shared/protocol.md`` §1, §2.6, §2.7).
 from __future__ import annotations
 
 import json
+import math
 import struct
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,10 @@ DATATYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "ui
 NUMPY_TO_WIRE = {v: k for k, v in DATATYPES.items()}
 NUMPY_TO_WIRE.update({"str": "BYTES", "bytes": "BYTES", "string": "BYTES"})
 CONFIG_TYPES = {k: ("TYPE_STRING" if k == "BYTES" else f"TYPE_{k}") for k in DATATYPES}
+# the hot path looks dtypes up as objects (dtype.name is slow) and skips byte swaps on little-endian hosts
+_WIRE_DTYPES = {k: np.dtype(v).newbyteorder("<") for k, v in DATATYPES.items() if k != "BYTES"}
+_DTYPE_TO_WIRE = {np.dtype(v): k for k, v in DATATYPES.items()}
+_LITTLE = sys.byteorder == "little"
 
 
 def wire_type(numpy_dtype: str) -> str:
@@ -29,14 +35,24 @@ def wire_type(numpy_dtype: str) -> str:
 
 
 def _shape(raw: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
-        raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers, got {raw!r}")
-    return tuple(raw)
+    if type(raw) is list:
+        for d in raw:
+            if type(d) is not int or d < 0:
+                break
+        else:
+            return tuple(raw)
+    raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers, got {raw!r}")
+
+
+def array_wire_type(array: np.ndarray) -> str:
+    """The KServe v2 datatype of an array (object and str arrays are BYTES)."""
+    wire = _DTYPE_TO_WIRE.get(array.dtype)
+    return wire if wire is not None else wire_type(array.dtype.name)
 
 
 def from_json_data(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
     """A tensor from JSON ``data`` (flat or nested, row-major)."""
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if datatype == "BYTES":
         flat = list(_flatten(data))
         if not all(isinstance(v, str) for v in flat):
@@ -63,7 +79,7 @@ def _flatten(data: Any) -> Any:
 
 def from_raw(buffer: bytes | memoryview, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
     """A tensor from its raw little-endian bytes (BYTES: 4-byte length + bytes per element)."""
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if datatype == "BYTES":
         items, pos, view = [], 0, memoryview(buffer)
         while pos < len(view):
@@ -78,11 +94,14 @@ def from_raw(buffer: bytes | memoryview, datatype: str, shape: tuple[int, ...], 
         if len(items) != count:
             raise InvalidInput(f"{where}: shape {list(shape)} needs {count} BYTES elements, the data holds {len(items)}")
         return np.array(items, dtype=object).reshape(shape)
-    dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
+    dtype = _WIRE_DTYPES[datatype]
     if len(buffer) != count * dtype.itemsize:
         raise InvalidInput(f"{where}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} bytes, "
                            f"got {len(buffer)}", hint="binary_data_size must equal prod(shape) × element size")
-    return np.frombuffer(buffer, dtype=dtype).astype(dtype.newbyteorder("="), copy=False).reshape(shape)
+    array = np.frombuffer(buffer, dtype=dtype)
+    if not _LITTLE:
+        array = array.astype(dtype.newbyteorder("="))
+    return array.reshape(shape)
 
 
 def to_raw(array: np.ndarray) -> bytes:
@@ -92,6 +111,8 @@ def to_raw(array: np.ndarray) -> bytes:
             b = v if isinstance(v, bytes) else str(v).encode("utf-8")
             parts.append(struct.pack("<I", len(b)) + b)
         return b"".join(parts)
+    if _LITTLE and array.dtype.isnative:
+        return array.tobytes()  # C order, whatever the array's strides
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
@@ -181,8 +202,7 @@ def infer_response_body(model: str, version: str, request: InferRequest,
         if name not in outputs:
             raise InvalidInput(f"unknown output '{name}'", hint="outputs: " + ", ".join(outputs))
         array = outputs[name]
-        entry: dict[str, Any] = {"name": name, "datatype": wire_type(array.dtype.name if array.dtype != object else "object"),
-                                 "shape": list(array.shape)}
+        entry: dict[str, Any] = {"name": name, "datatype": array_wire_type(array), "shape": list(array.shape)}
         if request.binary.get(name, request.binary_default):
             raw = to_raw(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
