@@ -1,13 +1,20 @@
 """`hasten serve` under load: overhead at concurrency 1 and dynamic batching at concurrency 64.
 
-Usage:  python benchmarks/bench_server.py [--threads 1] [--seconds 8] [--out benchmarks/results]
+Usage:  python benchmarks/bench_server.py [--threads 1] [--seconds 8] [--rounds 20] [--out benchmarks/results]
 
-Model: an MLP 512→3072→3072→512 (random weights, built here). The server runs in its own process
-(`hasten serve`, 127.0.0.1); the load generator is separate processes of closed-loop clients
-(tritonclient, binary tensors, one request of batch 1 each), whose CPU use is reported. Compared:
-the in-process runner (same backend and threads) at batch 1…32; served over HTTP and gRPC at
-concurrency 1 (batching window 0); served at concurrency 64 with dynamic batching (max 32, 2 ms)
-and without (max batch 1).
+Model: an MLP 512→3072→3072→512 (random weights, built here); the server is `hasten serve` in its
+own process on 127.0.0.1, the same backend (ort-cpu) and intra-op threads as the in-process runner.
+
+Concurrency 1 (window 0): one client process alternates, round after round, between the direct
+runner (in that process, back-to-back calls), lean HTTP (keep-alive socket, binary tensors body
+made by tritonclient), lean gRPC (the protocol's stub), and tritonclient's HTTP client — so the
+machine's noise falls on every variant alike. Overhead = served p50 − direct p50. The transport
+floor (GET /v2/health/live, gRPC ServerLive) is measured the same way.
+
+Concurrency 64 (max batch 32, window 2 ms; and max batch 1): the load generator is Triton's
+perf_analyzer (C++) when `benchmarks/tools/get_perf_analyzer.sh` installed it, else processes
+of tritonclient clients; its CPU use is reported. The in-process throughput at the mean batch
+the server formed is measured afterwards, same runner settings.
 """
 
 from __future__ import annotations
@@ -60,6 +67,126 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _percentiles(values: list[float]) -> dict:
+    a = np.array(values) * 1e3
+    return {"n": int(a.size), "p10_ms": float(np.percentile(a, 10)), "p50_ms": float(np.percentile(a, 50)),
+            "p99_ms": float(np.percentile(a, 99))}
+
+
+# ---------------------------------------------------------------------- concurrency 1, interleaved
+
+def _c1_process(model_path: str, threads: int, http_port: int, grpc_port: int, rounds: int, per_round: int,
+                queue: mp.Queue) -> None:
+    import grpc
+    import tritonclient.http as th
+    from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pbg
+
+    runner = hasten.compile(hasten.load_model(model_path), "ort-cpu", BackendConfig(threads=threads))
+    x = np.random.default_rng(0).standard_normal((1, DIMS[0])).astype(np.float32)
+    want = runner.run({"x": x})["y"]
+
+    item = th.InferInput("x", [1, DIMS[0]], "FP32")
+    item.set_data_from_numpy(x, binary_data=True)
+    body, json_len = th.InferenceServerClient.generate_request_body([item], outputs=[th.InferRequestedOutput("y", binary_data=True)])
+    infer_req = (f"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nInference-Header-Content-Length: {json_len}\r\n"
+                 f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    live_req = b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    sock = socket.create_connection(("127.0.0.1", http_port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def http(request: bytes) -> bytes:
+        sock.sendall(request)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += sock.recv(65536)
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+        while len(rest) < length:
+            rest += sock.recv(65536)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(head.decode())
+        return rest
+
+    stub = pbg.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+    grpc_req = pb.ModelInferRequest(model_name="mlp")
+    grpc_req.inputs.add(name="x", datatype="FP32", shape=[1, DIMS[0]])
+    grpc_req.raw_input_contents.append(x.tobytes())
+    tclient = th.InferenceServerClient(f"127.0.0.1:{http_port}")
+
+    # correctness once, through each path
+    got = np.frombuffer(http(infer_req)[-DIMS[-1] * 4:], np.float32)
+    assert np.allclose(got, want.reshape(-1), rtol=1e-4, atol=1e-4), "HTTP answer differs from the runner"
+    got = np.frombuffer(stub.ModelInfer(grpc_req).raw_output_contents[0], np.float32)
+    assert np.allclose(got, want.reshape(-1), rtol=1e-4, atol=1e-4), "gRPC answer differs from the runner"
+
+    variants = {
+        "direct": lambda: runner.run({"x": x}),
+        "http": lambda: http(infer_req),
+        "grpc": lambda: stub.ModelInfer(grpc_req),
+        "tritonclient_http": lambda: tclient.infer("mlp", [item]),
+        "http_live": lambda: http(live_req),
+        "grpc_live": lambda: stub.ServerLive(pb.ServerLiveRequest()),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for fn in variants.values():  # warm every path
+        for _ in range(20):
+            fn()
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            mine = times[name]
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                mine.append(time.perf_counter() - t0)
+    queue.put({k: _percentiles(v) for k, v in times.items()})
+
+
+def concurrency_1(model_path: Path, threads: int, rounds: int, per_round: int) -> dict:
+    s = Served(model_path, threads, ["--max-batch-size", "32", "--max-queue-delay-ms", "0"])
+    try:
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        p = ctx.Process(target=_c1_process, args=(str(model_path), threads, s.http, s.grpc, rounds, per_round, queue))
+        p.start()
+        result = queue.get()
+        p.join()
+    finally:
+        s.close()
+    for key in ("http", "grpc", "tritonclient_http"):
+        result[key]["overhead_ms"] = result[key]["p50_ms"] - result["direct"]["p50_ms"]
+    return result
+
+
+# ---------------------------------------------------------------------- concurrency 64
+
+def perf_analyzer_path() -> str | None:
+    here = Path(__file__).resolve().parents[1] / ".perf_analyzer" / "run"
+    for candidate in (os.environ.get("HASTEN_PERF_ANALYZER"), str(here) if here.exists() else None):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def load_perf_analyzer(binary: str, http_port: int, concurrency: int, seconds: float, work: Path) -> dict:
+    csv = work / f"pa_c{concurrency}.csv"
+    cmd = [binary, "-m", "mlp", "-u", f"127.0.0.1:{http_port}", "-i", "http", "--concurrency-range", str(concurrency),
+           "--measurement-interval", str(int(seconds * 1000)), "--stability-percentage", "50", "--max-trials", "6",
+           "-f", str(csv)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        raise RuntimeError(f"perf_analyzer failed ({out.returncode}): {out.stdout[-2000:]} {out.stderr[-2000:]}")
+    header, row = csv.read_text().strip().splitlines()[:2]
+    rec = dict(zip(header.split(","), row.split(",")))
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"load_generator": "perf_analyzer", "throughput_per_s": float(rec["Inferences/Second"]),
+            "p50_ms": float(rec["p50 latency"]) / 1e3, "p99_ms": float(rec["p99 latency"]) / 1e3,
+            "errors": 0, "client_cpu_cores": cpu / wall, "stdout_tail": out.stdout[-1500:]}
+
+
 def _client_process(protocol: str, url: str, threads: int, seconds: float, queue: mp.Queue) -> None:
     import threading
 
@@ -100,7 +227,7 @@ def _client_process(protocol: str, url: str, threads: int, seconds: float, queue
                "cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)})
 
 
-def load(protocol: str, url: str, concurrency: int, seconds: float) -> dict:
+def load_python(protocol: str, url: str, concurrency: int, seconds: float) -> dict:
     procs = min(concurrency, 4)
     per = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
     ctx = mp.get_context("spawn")
@@ -113,7 +240,7 @@ def load(protocol: str, url: str, concurrency: int, seconds: float) -> dict:
         p.join()
     lat = np.array(sorted(x for part in parts for x in part["latencies"]))
     cpu = sum(part["cpu_s"] for part in parts)
-    return {"requests": int(lat.size), "throughput_per_s": lat.size / seconds,
+    return {"load_generator": f"{procs} processes of tritonclient", "throughput_per_s": lat.size / seconds,
             "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3),
             "errors": sum(part["errors"] for part in parts), "client_cpu_cores": cpu / seconds}
 
@@ -139,49 +266,55 @@ class Served:
         self.proc.wait(30)
 
 
+def concurrency_64(model_path: Path, threads: int, seconds: float, work: Path) -> dict:
+    binary = perf_analyzer_path()
+    result = {}
+    for label, extra in (("c64_batching", ["--max-batch-size", "32", "--max-queue-delay-ms", "2"]),
+                         ("c64_no_batching", ["--max-batch-size", "1", "--max-queue-delay-ms", "0"])):
+        s = Served(model_path, threads, extra)
+        try:
+            before = s.stats()
+            if binary:
+                r = load_perf_analyzer(binary, s.http, 64, seconds, work)
+            else:
+                r = load_python("http", f"127.0.0.1:{s.http}", 64, seconds)
+            after = s.stats()
+            r["mean_batch"] = (after["inferences"] - before["inferences"]) / max(after["executions"] - before["executions"], 1)
+            result[label] = r
+            print(label, {k: v for k, v in r.items() if k != "stdout_tail"}, file=sys.stderr)
+        finally:
+            s.close()
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--seconds", type=float, default=8.0, help="perf_analyzer measurement window at concurrency 64")
+    ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds at concurrency 1")
+    ap.add_argument("--per-round", type=int, default=50)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     work = args.out / "serve"
     work.mkdir(parents=True, exist_ok=True)
     model_path = work / "mlp.onnx"
     build_mlp(model_path)
+    result: dict = {"machine": machine_facts(), "threads": args.threads}
+    if args.rounds:
+        result["c1"] = concurrency_1(model_path, args.threads, args.rounds, args.per_round)
+        print("c=1", json.dumps(result["c1"]), file=sys.stderr)
+    result.update(concurrency_64(model_path, args.threads, args.seconds, work))
+    b = result["c64_batching"]
     model = hasten.load_model(model_path)
     runner = hasten.compile(model, "ort-cpu", BackendConfig(threads=args.threads))
     data = hasten.synthetic_dataset(model.inputs, size=64)
-    direct = benchmark(runner, data, BenchConfig(batch_sizes=(1, 2, 4, 8, 16, 32), time_budget_s=2.0), machine={})
-    inproc = {r.batch_size: {"p50_ms": r.stats.p50_ms, "per_s": r.batch_size / (r.stats.p50_ms / 1e3)}
-              for r in direct.results}
-    result: dict = {"machine": machine_facts(), "threads": args.threads, "in_process": inproc}
-    print("in-process:", {b: round(v["per_s"]) for b, v in inproc.items()}, file=sys.stderr)
-
-    s = Served(model_path, args.threads, ["--max-batch-size", "32", "--max-queue-delay-ms", "0"])
-    try:
-        for protocol, url in (("http", f"127.0.0.1:{s.http}"), ("grpc", f"127.0.0.1:{s.grpc}")):
-            r = load(protocol, url, 1, args.seconds)
-            r["overhead_ms"] = r["p50_ms"] - inproc[1]["p50_ms"]
-            result[f"c1_{protocol}"] = r
-            print(protocol, "c=1", r, file=sys.stderr)
-    finally:
-        s.close()
-    for label, extra in (("c64_batching", ["--max-batch-size", "32", "--max-queue-delay-ms", "2"]),
-                         ("c64_no_batching", ["--max-batch-size", "1", "--max-queue-delay-ms", "0"])):
-        s = Served(model_path, args.threads, extra)
-        try:
-            r = load("http", f"127.0.0.1:{s.http}", 64, args.seconds)
-            st = s.stats()
-            r["mean_batch"] = st["inferences"] / max(st["executions"], 1)
-            result[label] = r
-            print(label, r, file=sys.stderr)
-        finally:
-            s.close()
-    b = result["c64_batching"]
-    nearest = min(inproc, key=lambda k: abs(k - b["mean_batch"]))
-    b["in_process_per_s_at_mean_batch"] = inproc[nearest]["per_s"]
-    b["share_of_in_process"] = b["throughput_per_s"] / inproc[nearest]["per_s"]
+    sizes = sorted({1, max(1, round(b["mean_batch"])), 32})
+    direct = benchmark(runner, data, BenchConfig(batch_sizes=tuple(sizes), time_budget_s=3.0), machine={})
+    result["in_process"] = {r.batch_size: {"p50_ms": r.stats.p50_ms, "per_s": r.batch_size / (r.stats.p50_ms / 1e3)}
+                            for r in direct.results}
+    at_mean = result["in_process"][max(1, round(b["mean_batch"]))]["per_s"]
+    b["in_process_per_s_at_mean_batch"] = at_mean
+    b["share_of_in_process"] = b["throughput_per_s"] / at_mean
     b["vs_no_batching"] = b["throughput_per_s"] / result["c64_no_batching"]["throughput_per_s"]
     _table(result)
     (args.out / "bench_server.json").write_text(json.dumps(result, indent=2))
@@ -193,21 +326,35 @@ def _table(result: dict) -> None:
 
     from hasten.core.console import stdout_console
 
-    t = Table(title=f"hasten serve, MLP {'→'.join(map(str, DIMS))}, ort-cpu, {result['threads']} thread(s)")
-    for col in ("case", "req/s", "p50 ms", "p99 ms", "mean batch", "client CPU cores", "errors", "note"):
-        t.add_column(col, justify="left" if col in ("case", "note") else "right")
-    direct = result["in_process"][1]
-    t.add_row("in-process runner, batch 1", f"{direct['per_s']:.0f}", f"{direct['p50_ms']:.3f}", "", "1", "", "", "")
-    for key in ("c1_http", "c1_grpc", "c64_batching", "c64_no_batching"):
+    c1 = result.get("c1")
+    t = Table(title=f"hasten serve at concurrency 1 (interleaved rounds), MLP {'→'.join(map(str, DIMS))}, "
+                    f"ort-cpu, {result['threads']} thread(s)")
+    for col in ("path", "p10 ms", "p50 ms", "p99 ms", "overhead (p50 − direct p50)"):
+        t.add_column(col, justify="left" if col == "path" else "right")
+    names = {"direct": "in-process runner, batch 1", "http": "HTTP, binary tensors (lean client)",
+             "grpc": "gRPC (lean client: the protocol's stub)", "tritonclient_http": "HTTP, tritonclient",
+             "http_live": "HTTP GET /v2/health/live (transport floor)", "grpc_live": "gRPC ServerLive (transport floor)"}
+    for key, label in names.items():
+        if c1 is None:
+            break
+        r = c1[key]
+        over = f"{r['overhead_ms']:+.3f} ms" if "overhead_ms" in r else ""
+        t.add_row(label, f"{r['p10_ms']:.3f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", over)
+    stdout_console().print(t)
+
+    t = Table(title="hasten serve at concurrency 64")
+    for col in ("case", "req/s", "p50 ms", "p99 ms", "mean batch", "load generator", "client CPU (cores)", "note"):
+        t.add_column(col, justify="left" if col in ("case", "load generator", "note") else "right")
+    for size, r in result["in_process"].items():
+        t.add_row(f"in-process runner, batch {size}", f"{r['per_s']:.0f}", f"{r['p50_ms']:.3f}", "", str(size), "", "", "")
+    for key in ("c64_batching", "c64_no_batching"):
         r = result[key]
         note = ""
-        if "overhead_ms" in r:
-            note = f"overhead {r['overhead_ms']:+.3f} ms vs in-process"
         if "vs_no_batching" in r:
             note = (f"{r['vs_no_batching']:.2f}× no batching; {r['share_of_in_process']:.0%} of in-process at batch "
-                    f"≈{r['mean_batch']:.1f}")
-        t.add_row(key, f"{r['throughput_per_s']:.0f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}",
-                  f"{r.get('mean_batch', 1):.1f}", f"{r['client_cpu_cores']:.2f}", str(r["errors"]), note)
+                    f"{max(1, round(r['mean_batch']))}")
+        t.add_row(key, f"{r['throughput_per_s']:.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                  f"{r['mean_batch']:.1f}", r["load_generator"], f"{r['client_cpu_cores']:.2f}", note)
     stdout_console().print(t)
 
 

@@ -216,25 +216,37 @@ def test_knobs_change_at_run_time_and_bad_requests_are_refused() -> None:
     assert model.batches == [3]
 
 
-class ThreadModel:
-    """y = x; records which thread ran each batch and how big it was."""
-
+class FakeClock:
     def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ThreadModel:
+    """y = x; records which thread ran each batch and how big it was; each run takes 1 s of the fake clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
         self.calls: list[tuple[int, int]] = []
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.calls.append((threading.get_ident(), len(feed["x"])))
+        self.clock.now += 1.0
         return {"y": feed["x"]}
 
 
 def test_a_batch_that_finds_the_batcher_idle_runs_on_the_loop_thread_else_on_its_instance() -> None:
     async def main(config: BatchingConfig, runners: int) -> tuple[list[tuple[int, int]], int]:
-        models = [ThreadModel() for _ in range(runners)]
-        b = Batcher(models, config, VEC_IN, VEC_OUT)
+        clock = FakeClock()
+        models = [ThreadModel(clock) for _ in range(runners)]
+        b = Batcher(models, config, VEC_IN, VEC_OUT, clock=clock)
         b.start()
         alone = await b.submit(_vec(1, 2))  # a full batch and nothing else queued
+        clock.now += 5.0                    # requests 5 s apart, batches take 1 s: idle
         # 3 waits for the window; 4 (two rows) cannot join it, so 3 goes at once with 4 still
-        # queued (not idle), then 4 goes alone (idle again)
+        # queued (not idle: instance thread), then 4 goes alone (idle again: loop thread)
         pair = await asyncio.gather(b.submit(_vec(3)), b.submit(_vec(4, 2)))
         await b.stop()
         assert alone[0]["y"][:, 0].tolist() == [1.0, 1.0]
@@ -248,3 +260,22 @@ def test_a_batch_that_finds_the_batcher_idle_runs_on_the_loop_thread_else_on_its
     assert [n for _, n in calls] == [2, 1, 2] and all(t != loop for t, _ in calls)
     calls, loop = asyncio.run(main(BatchingConfig(**window, instances=2), 2))
     assert sorted(n for _, n in calls) == [1, 2, 2] and all(t != loop for t, _ in calls)  # several instances: never
+
+
+def test_requests_closer_together_than_a_batch_takes_go_back_to_the_instance_thread() -> None:
+    async def main() -> tuple[list[int], int]:
+        clock = FakeClock()
+        model = ThreadModel(clock)
+        b = Batcher([model], BatchingConfig(max_batch_size=4), VEC_IN, VEC_OUT, clock=clock)
+        b.start()
+        for v in range(4):                   # sparse traffic: 5 s apart, 1 s of compute each
+            clock.now += 5.0
+            await b.submit(_vec(v))
+        for v in range(10):                  # back to back: each arrives as the previous finishes
+            assert float((await b.submit(_vec(v)))[0]["y"][0, 0]) == v
+        await b.stop()
+        return [t for t, _ in model.calls], threading.get_ident()
+
+    threads, loop = asyncio.run(main())
+    assert threads[:4] == [loop] * 4                 # idle: computed on the loop thread
+    assert all(t != loop for t in threads[-5:])      # gaps (1 s) no longer exceed compute (1 s): instance thread

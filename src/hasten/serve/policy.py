@@ -51,7 +51,7 @@ class BatchingConfig:
     buckets: tuple[int, ...] = (16, 32, 64, 128, 256, 512)  # "bucket": lengths batched together
     instances: int = 1
     combine: bool = True                   # False: each request runs alone (no dynamic batching)
-    inline_when_idle: bool = True          # one instance: a batch that finds nothing else to do runs on the loop thread
+    inline_when_idle: bool = True          # one instance, light traffic: compute on the loop thread (Batcher._inline_ok)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
