@@ -39,25 +39,26 @@ from hasten.measure import BenchConfig, benchmark, machine_facts  # noqa: E402
 from hasten.runtime import BackendConfig  # noqa: E402
 
 DIMS = (512, 3072, 3072, 512)
+TINY = (64, 64)  # one 64×64 Gemm: ~10 µs of compute, so what is left is the server's own cost
 
 
-def build_mlp(path: Path) -> None:
+def build_mlp(path: Path, dims: tuple[int, ...] = DIMS) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     nodes, inits, prev = [], [], "x"
-    for i, (a, b) in enumerate(zip(DIMS, DIMS[1:])):
+    for i, (a, b) in enumerate(zip(dims, dims[1:])):
         inits += [numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"),
                   numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
         nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"g{i}"]))
         prev = f"g{i}"
-        if i < len(DIMS) - 2:
+        if i < len(dims) - 2:
             nodes.append(helper.make_node("Relu", [prev], [f"r{i}"]))
             prev = f"r{i}"
     nodes.append(helper.make_node("Identity", [prev], ["y"]))
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", DIMS[0]])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", DIMS[-1]])], inits)
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", dims[0]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", dims[-1]])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
@@ -75,17 +76,17 @@ def _percentiles(values: list[float]) -> dict:
 
 # ---------------------------------------------------------------------- concurrency 1, interleaved
 
-def _c1_process(model_path: str, threads: int, http_port: int, grpc_port: int, rounds: int, per_round: int,
-                queue: mp.Queue) -> None:
+def _c1_process(model_path: str, dims: tuple[int, ...], threads: int, http_port: int, grpc_port: int, rounds: int,
+                per_round: int, queue: mp.Queue) -> None:
     import grpc
     import tritonclient.http as th
     from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pbg
 
     runner = hasten.compile(hasten.load_model(model_path), "ort-cpu", BackendConfig(threads=threads))
-    x = np.random.default_rng(0).standard_normal((1, DIMS[0])).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((1, dims[0])).astype(np.float32)
     want = runner.run({"x": x})["y"]
 
-    item = th.InferInput("x", [1, DIMS[0]], "FP32")
+    item = th.InferInput("x", [1, dims[0]], "FP32")
     item.set_data_from_numpy(x, binary_data=True)
     body, json_len = th.InferenceServerClient.generate_request_body([item], outputs=[th.InferRequestedOutput("y", binary_data=True)])
     infer_req = (f"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nInference-Header-Content-Length: {json_len}\r\n"
@@ -113,12 +114,12 @@ def _c1_process(model_path: str, threads: int, http_port: int, grpc_port: int, r
 
     stub = pbg.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
     grpc_req = pb.ModelInferRequest(model_name="mlp")
-    grpc_req.inputs.add(name="x", datatype="FP32", shape=[1, DIMS[0]])
+    grpc_req.inputs.add(name="x", datatype="FP32", shape=[1, dims[0]])
     grpc_req.raw_input_contents.append(x.tobytes())
     tclient = th.InferenceServerClient(f"127.0.0.1:{http_port}")
 
     # correctness once, through each path
-    got = np.frombuffer(http(infer_req)[-DIMS[-1] * 4:], np.float32)
+    got = np.frombuffer(http(infer_req)[-dims[-1] * 4:], np.float32)
     assert np.allclose(got, want.reshape(-1), rtol=1e-4, atol=1e-4), "HTTP answer differs from the runner"
     got = np.frombuffer(stub.ModelInfer(grpc_req).raw_output_contents[0], np.float32)
     assert np.allclose(got, want.reshape(-1), rtol=1e-4, atol=1e-4), "gRPC answer differs from the runner"
@@ -148,12 +149,12 @@ def _c1_process(model_path: str, threads: int, http_port: int, grpc_port: int, r
     queue.put(result)
 
 
-def concurrency_1(model_path: Path, threads: int, rounds: int, per_round: int) -> dict:
+def concurrency_1(model_path: Path, dims: tuple[int, ...], threads: int, rounds: int, per_round: int) -> dict:
     s = Served(model_path, threads, ["--max-batch-size", "32", "--max-queue-delay-ms", "0"])
     try:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
-        p = ctx.Process(target=_c1_process, args=(str(model_path), threads, s.http, s.grpc, rounds, per_round, queue))
+        p = ctx.Process(target=_c1_process, args=(str(model_path), dims, threads, s.http, s.grpc, rounds, per_round, queue))
         p.start()
         result = queue.get()
         p.join()
@@ -308,8 +309,12 @@ def main() -> None:
     build_mlp(model_path)
     result: dict = {"machine": machine_facts(), "threads": args.threads}
     if args.rounds:
-        result["c1"] = concurrency_1(model_path, args.threads, args.rounds, args.per_round)
+        result["c1"] = concurrency_1(model_path, DIMS, args.threads, args.rounds, args.per_round)
         print("c=1", json.dumps(result["c1"]), file=sys.stderr)
+        (work / "tiny").mkdir(exist_ok=True)
+        build_mlp(work / "tiny" / "mlp.onnx", TINY)
+        result["c1_tiny"] = concurrency_1(work / "tiny" / "mlp.onnx", TINY, args.threads, args.rounds, args.per_round)
+        print("c=1 tiny", json.dumps(result["c1_tiny"]), file=sys.stderr)
     model = hasten.load_model(model_path)
     runner = hasten.compile(model, "ort-cpu", BackendConfig(threads=args.threads))
     data = hasten.synthetic_dataset(model.inputs, size=64)
@@ -340,22 +345,22 @@ def _table(result: dict) -> None:
 
     from hasten.core.console import stdout_console
 
-    c1 = result.get("c1")
-    t = Table(title=f"hasten serve at concurrency 1 (interleaved rounds), MLP {'→'.join(map(str, DIMS))}, "
-                    f"ort-cpu, {result['threads']} thread(s)")
-    for col in ("path", "p10 ms", "p50 ms", "p99 ms", "overhead (p50 − direct p50)"):
-        t.add_column(col, justify="left" if col == "path" else "right")
     names = {"direct": "in-process runner, batch 1", "server_compute": "  model time inside the server (Server-Timing)",
              "http": "HTTP, binary tensors (lean client)",
              "grpc": "gRPC (lean client: the protocol's stub)", "tritonclient_http": "HTTP, tritonclient",
              "http_live": "HTTP GET /v2/health/live (transport floor)", "grpc_live": "gRPC ServerLive (transport floor)"}
-    for key, label in names.items():
+    for key, what in (("c1", f"MLP {'→'.join(map(str, DIMS))}"), ("c1_tiny", f"one {TINY[0]}×{TINY[1]} Gemm")):
+        c1 = result.get(key)
         if c1 is None:
-            break
-        r = c1[key]
-        over = f"{r['overhead_ms']:+.3f} ms" if "overhead_ms" in r else ""
-        t.add_row(label, f"{r['p10_ms']:.3f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", over)
-    stdout_console().print(t)
+            continue
+        t = Table(title=f"hasten serve at concurrency 1 (interleaved rounds), {what}, ort-cpu, {result['threads']} thread(s)")
+        for col in ("path", "p10 ms", "p50 ms", "p99 ms", "overhead (p50 − direct p50)"):
+            t.add_column(col, justify="left" if col == "path" else "right")
+        for name, label in names.items():
+            r = c1[name]
+            over = f"{r['overhead_ms']:+.3f} ms" if "overhead_ms" in r else ""
+            t.add_row(label, f"{r['p10_ms']:.3f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", over)
+        stdout_console().print(t)
 
     t = Table(title="hasten serve at concurrency 64")
     for col in ("case", "req/s", "p50 ms", "p99 ms", "mean batch", "load generator", "client CPU (cores)", "note"):
