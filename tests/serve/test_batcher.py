@@ -279,3 +279,24 @@ def test_requests_closer_together_than_a_batch_takes_go_back_to_the_instance_thr
     threads, loop = asyncio.run(main())
     assert threads[:4] == [loop] * 4                 # idle: computed on the loop thread
     assert all(t != loop for t in threads[-5:])      # gaps (1 s) no longer exceed compute (1 s): instance thread
+
+
+def test_queue_time_splits_into_waiting_for_the_window_and_waiting_for_a_busy_instance() -> None:
+    async def main() -> list[Any]:
+        clock = FakeClock()
+        b = Batcher([ThreadModel(clock)], BatchingConfig(max_batch_size=2, max_queue_delay_s=60.0, **THREADED),
+                    VEC_IN, VEC_OUT, clock=clock)
+        b.start()
+        first = asyncio.ensure_future(b.submit(_vec(1)))   # waits for company, the instance idle
+        await asyncio.sleep(0)
+        clock.now += 0.5
+        second = asyncio.ensure_future(b.submit(_vec(2)))  # fills the batch: both go at t = 0.5
+        busy = asyncio.ensure_future(b.submit(_vec(3, 2)))  # a full batch, but the instance is computing
+        done = await asyncio.gather(first, second, busy)
+        await b.stop()
+        return [t for _, t in done]
+
+    first, second, busy = asyncio.run(main())
+    assert (first.queue_s, first.window_s) == (0.5, 0.5)
+    assert (second.queue_s, second.window_s) == (0.0, 0.0)
+    assert busy.queue_s == 1.0 and busy.window_s == 0.0  # all of its wait was the busy instance (1 s of compute)

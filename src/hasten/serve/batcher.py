@@ -53,11 +53,14 @@ class BackendFailure(ServeError):
 
 @dataclass
 class Timings:
-    """Seconds a request spent queued (arrival → its batch started) and computing (its batch)."""
+    """Seconds a request spent queued (arrival → its batch started) and computing (its batch).
+    ``window_s`` is the part of ``queue_s`` when its instance was already free: the wait for the
+    batch to form (the window); the rest is the wait for a busy instance."""
 
     queue_s: float = 0.0
     compute_s: float = 0.0
     batch_size: int = 0
+    window_s: float = 0.0
 
 
 @dataclass
@@ -100,6 +103,7 @@ class Batcher:
         self._runners = list(runners)
         self._queues: dict[int, deque[Pending]] = {lv: deque() for lv in config.levels()}
         self._free: list[int] = list(range(len(runners)))
+        self._free_at: list[float] = [float("-inf")] * len(runners)  # when each instance last became free
         self._jobs: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in runners]
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -279,8 +283,11 @@ class Batcher:
         self._inflight += 1
         requests = [p.payload for p in batch]
         started = self.clock()
+        free_at = self._free_at[instance]
         for p in batch:
-            p.payload.timings.queue_s = started - p.arrival
+            waited = started - p.arrival
+            busy = min(max(0.0, free_at - p.arrival), waited)
+            p.payload.timings.queue_s, p.payload.timings.window_s = waited, waited - busy
         if self._inline_ok():
             try:
                 result: Any = _compute(self._runners[instance], requests, self._variable, self._token_outputs,
@@ -289,6 +296,7 @@ class Batcher:
             except Exception as exc:  # noqa: BLE001 - becomes its batch's error
                 result, error = None, exc
             self._free.append(instance)
+            self._free_at[instance] = self.clock()
             self._inflight -= 1
             self._deliver(requests, result, error)
             return
@@ -329,6 +337,7 @@ class Batcher:
 
     def _finish(self, instance: int, requests: list[_Request], result: Any, exc: BaseException | None) -> None:
         self._free.append(instance)
+        self._free_at[instance] = self.clock()
         self._inflight -= 1
         try:
             self._deliver(requests, result, exc)

@@ -5,14 +5,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
 
 from hasten.core import MissingDependencyError
 from hasten.serve.batcher import InvalidInput, ServeError
-from hasten.serve.server import ModelServer
-from hasten.serve.tensors import DATATYPES, InferRequest, from_raw, to_raw, wire_type
+from hasten.serve.server import ModelServer, server_timing
+from hasten.serve.tensors import DATATYPES, InferRequest, array_wire_type, from_raw, to_raw
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -95,16 +96,20 @@ def make_service(server: ModelServer) -> Any:
 
         @guarded
         async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+            t0 = time.perf_counter()
             req = _infer_request(request)
-            loaded, outputs, _ = await server.infer(request.model_name, request.model_version or None, req)
+            t1 = time.perf_counter()
+            loaded, outputs, timings = await server.infer(request.model_name, request.model_version or None, req)
+            t2 = time.perf_counter()
             names = req.outputs if req.outputs is not None else list(outputs)
             response = pb.ModelInferResponse(model_name=loaded.name, model_version=str(loaded.version), id=request.id)
             for name in names:
                 if name not in outputs:
                     raise InvalidInput(f"unknown output '{name}'", hint="outputs: " + ", ".join(outputs))
                 array = outputs[name]
-                response.outputs.add(name=name, datatype=wire_type(array.dtype.name), shape=list(array.shape))
+                response.outputs.add(name=name, datatype=array_wire_type(array), shape=list(array.shape))
                 response.raw_output_contents.append(to_raw(array))
+            context.set_trailing_metadata((("server-timing", server_timing(t1 - t0, timings, time.perf_counter() - t2)),))
             return response
 
     return Service()

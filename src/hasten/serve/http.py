@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from hasten.serve.batcher import InvalidInput, ServeError
-from hasten.serve.server import ModelServer
+from hasten.serve.server import ModelServer, server_timing
 from hasten.serve.tensors import infer_response_body, parse_infer_body
 
 log = logging.getLogger(__name__)
@@ -137,9 +137,7 @@ class HttpApp:
         t2 = time.perf_counter()
         out, json_length = infer_response_body(loaded.name, str(loaded.version), request, outputs)
         t3 = time.perf_counter()
-        timing = (f"deser;dur={(t1 - t0) * 1e3:.3f}, queue;dur={timings.queue_s * 1e3:.3f}, "
-                  f"compute;dur={timings.compute_s * 1e3:.3f}, batch;desc=\"{timings.batch_size}\", "
-                  f"ser;dur={(t3 - t2) * 1e3:.3f}")
+        timing = server_timing(t1 - t0, timings, t3 - t2)
         headers = [(b"server-timing", timing.encode())]
         if json_length is not None:
             headers += [(b"inference-header-content-length", str(json_length).encode()),

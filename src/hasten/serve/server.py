@@ -143,6 +143,15 @@ class ModelServer:
         return m, outputs, timings
 
 
+def server_timing(deser_s: float, timings: Timings, ser_s: float) -> str:
+    """The ``Server-Timing`` value (HTTP header, gRPC trailing metadata): request parsing, queue
+    (arrival → batch start; ``window`` is the part of it spent waiting for the batch to form with
+    an instance free), the batch's compute, its size, and response encoding; durations in ms."""
+    return (f"deser;dur={deser_s * 1e3:.3f}, queue;dur={timings.queue_s * 1e3:.3f}, "
+            f"window;dur={timings.window_s * 1e3:.3f}, compute;dur={timings.compute_s * 1e3:.3f}, "
+            f"batch;desc=\"{timings.batch_size}\", ser;dur={ser_s * 1e3:.3f}")
+
+
 def _text_inputs(specs: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """BYTES arrive as bytes; ONNX Runtime's string tensors want str (UTF-8)."""
     out = dict(inputs)
