@@ -12,6 +12,7 @@ import typer
 
 from hasten.cli_common import DEFAULT_TEXT_SEQ_LEN, _batch_sizes, _load, _requirements, _split_ints
 from hasten.cli_derive import distill, prune
+from hasten.cli_load import loadtest
 from hasten.cli_serve import serve
 from hasten.core import HastenError
 from hasten.core.console import stderr_console, stdout_console
@@ -278,6 +279,7 @@ def _progress_hook(n_batch_sizes: int) -> Any:
 app.command()(prune)
 app.command()(distill)
 app.command()(serve)
+app.command()(loadtest)
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ class LoadReport:
     dominant: dict[str, str] = field(default_factory=dict)                # band -> category
     client_cpu_cores: float = 0.0
     concurrency: int | None = None
+    cdf_ms: list[float] = field(default_factory=list)  # latency at percentiles 0, 0.5, …, 100
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,5 +103,6 @@ def summarise(mode: str, protocol: str, rows: np.ndarray, ok: np.ndarray, errors
             for name, v in ledger[band].items():
                 by_cat[CATEGORY[name]] = by_cat.get(CATEGORY[name], 0.0) + v
             dominant[band] = max(by_cat, key=by_cat.get)
+    cdf = [float(v * 1e3) for v in np.percentile(total, np.linspace(0, 100, 201))] if total.size else []
     return LoadReport(mode, protocol, duration, n, int(ok.sum()), float(ok.sum() / duration), offered_per_s, sent_rate,
-                      lat, kinds, lag, behind, reason, ledger, dominant, client_cpu_s / duration, concurrency)
+                      lat, kinds, lag, behind, reason, ledger, dominant, client_cpu_s / duration, concurrency, cdf)
