@@ -110,6 +110,8 @@ class Batcher:
         self._gaps: deque[float] = deque(maxlen=8)    # recent inter-arrival times (s)
         self._last_arrival: float | None = None
         self._compute_ewma = 0.0                      # recent batch compute time (s)
+        self.compute_by_size: dict[int, float] = {}   # batch size -> recent compute time (s), for controllers
+        self.arrivals = 0                             # requests submitted, ever
         self._timer: asyncio.TimerHandle | None = None
         self._drained: asyncio.Future | None = None
         self._accepting = False
@@ -182,6 +184,7 @@ class Batcher:
         future = self._loop.create_future()
         request = _Request(inputs, future, size, length)
         now = self.clock()
+        self.arrivals += 1
         if self._last_arrival is not None:
             self._gaps.append(now - self._last_arrival)
         self._last_arrival = now
@@ -354,6 +357,8 @@ class Batcher:
         results, seconds = result
         self._compute_ewma = seconds if not self.stats.executions else 0.7 * self._compute_ewma + 0.3 * seconds
         total = sum(r.size for r in requests)
+        known = self.compute_by_size.get(total)
+        self.compute_by_size[total] = seconds if known is None else 0.8 * known + 0.2 * seconds
         self.stats.executions += 1
         self.stats.batch_sizes[total] = self.stats.batch_sizes.get(total, 0) + 1
         self.stats.compute_s += seconds

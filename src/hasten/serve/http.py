@@ -65,15 +65,18 @@ class HttpApp:
 
     async def start(self) -> None:
         """Load the models, then gRPC and /metrics (same loop, same batchers)."""
+        if self.metrics_address is not None:
+            from hasten.serve.metrics import ServerMetrics
+
+            self.server.metrics = ServerMetrics(self.server)  # before the models: controllers export to it
         await self.server.start()
         if self.grpc_address is not None:
             from hasten.serve.grpc import start_grpc
 
             self.grpc = await start_grpc(self.server, *self.grpc_address)
         if self.metrics_address is not None:
-            from hasten.serve.metrics import ServerMetrics, start_metrics_server
+            from hasten.serve.metrics import start_metrics_server
 
-            self.server.metrics = ServerMetrics(self.server)
             self.metrics_http = start_metrics_server(self.server.metrics, *self.metrics_address)
 
     async def stop(self) -> None:

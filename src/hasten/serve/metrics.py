@@ -44,6 +44,22 @@ class ServerMetrics:
                                  ["model", "version"], buckets=SECONDS_BUCKETS, registry=self.registry)
         self.registry.register(_Collector(server))
 
+    def controller_gauges(self, model: str, version: str) -> Any:
+        """A callback for the SLO controller: its window and batch cap as gauges."""
+        from prometheus_client import Gauge
+
+        if not hasattr(self, "window"):
+            self.window = Gauge("hasten_batch_window_seconds", "Batching window set by the SLO controller",
+                                ["model", "version"], registry=self.registry)
+            self.cap = Gauge("hasten_batch_cap", "Batch size cap set by the SLO controller", ["model", "version"],
+                             registry=self.registry)
+
+        def update(knobs: Any) -> None:
+            self.window.labels(model, version).set(knobs.window_s)
+            self.cap.labels(model, version).set(knobs.cap)
+
+        return update
+
     def observe(self, model: str, version: str, queue_s: float, total_s: float) -> None:
         self.queue.labels(model, version).observe(queue_s)
         self.latency.labels(model, version).observe(total_s)

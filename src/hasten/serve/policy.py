@@ -52,6 +52,12 @@ class BatchingConfig:
     instances: int = 1
     combine: bool = True                   # False: each request runs alone (no dynamic batching)
     inline_when_idle: bool = True          # one instance, light traffic: compute on the loop thread (Batcher._inline_ok)
+    batch_cap: int = 0                     # >0: batches are formed up to this (the SLO controller's knob);
+                                           # requests up to max_batch_size are still accepted (a bigger one runs alone)
+
+    @property
+    def formation_max(self) -> int:
+        return min(self.batch_cap, self.max_batch_size) if self.batch_cap > 0 else self.max_batch_size
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
@@ -66,6 +72,8 @@ class BatchingConfig:
                               hint="e.g. priority_levels: 2, default_priority_level: 2")
         if self.padding not in PADDINGS:
             raise HastenError(f"unknown padding '{self.padding}'", hint="use one of: " + ", ".join(PADDINGS))
+        if not isinstance(self.batch_cap, int) or self.batch_cap < 0:
+            raise HastenError(f"batch_cap must be an integer >= 0 (0: max_batch_size), got {self.batch_cap!r}")
         if not isinstance(self.instances, int) or self.instances < 1:
             raise HastenError(f"instances must be an integer >= 1, got {self.instances!r}")
 
@@ -140,7 +148,7 @@ def decide(queues: dict[int, deque[Pending]], config: BatchingConfig, now: float
     total = sum(p.size for p in candidates)
     oldest = min(p.arrival for q in queues.values() for p in q)
     deadline = oldest + config.max_queue_delay_s
-    full = (not config.combine or total >= config.max_batch_size
+    full = (not config.combine or total >= config.formation_max
             or _next_would_overflow(queues[level], candidates, config))
     if full or draining or now >= deadline or config.max_queue_delay_s == 0:
         return Decision(_take(queues[level], candidates), expired, None)
@@ -189,7 +197,7 @@ def _fill(queue: deque[Pending], config: BatchingConfig) -> list[Pending]:
     for p in queue:
         if bucket is not None and config.bucket_of(p.length) != bucket:
             continue
-        if total + p.size > config.max_batch_size:
+        if total + p.size > config.formation_max:
             break
         taken.append(p)
         total += p.size

@@ -30,6 +30,7 @@ class LoadedModel:
     model: Any
     batcher: Batcher
     cold_start_s: float = 0.0
+    controller: Any = None  # an SloController when the config sets slo_p99_ms
     counts: dict[str, float] = field(default_factory=lambda: {"success": 0, "fail": 0, "queue_ns": 0,
                                                                "compute_ns": 0, "last_inference_ms": 0})
 
@@ -51,11 +52,24 @@ class ModelServer:
         for name, entry in self.entries.items():
             self.models[name] = await asyncio.to_thread(_load, entry)
             self.models[name].batcher.start()
+            slo = entry.config.dynamic_batching.slo_p99_ms if entry.config.dynamic_batching else None
+            if slo:
+                from hasten.serve.adaptive import SloController, SloPolicy
+
+                loaded = self.models[name]
+                controller = SloController(loaded.batcher, SloPolicy(slo / 1e3, entry.config.max_batch_size))
+                if self.metrics is not None:
+                    controller.on_change = self.metrics.controller_gauges(name, str(loaded.version))
+                controller.start()
+                loaded.controller = controller
         self.ready = True
 
     async def stop(self) -> None:
         """Stop accepting; answer everything accepted (each batcher drains); then return."""
         self.ready = False
+        for m in self.models.values():
+            if m.controller is not None:
+                await m.controller.stop()
         await asyncio.gather(*(m.batcher.stop() for m in self.models.values()))
 
     def get(self, name: str, version: str | None = None) -> LoadedModel:
@@ -135,6 +149,8 @@ class ModelServer:
             m.counts["fail"] += 1
             raise InvalidInput(str(exc)) from None
         m.counts["success"] += 1
+        if m.controller is not None:
+            m.controller.observe(timings.queue_s + timings.compute_s)
         m.counts["queue_ns"] += timings.queue_s * 1e9
         m.counts["compute_ns"] += timings.compute_s * 1e9
         m.counts["last_inference_ms"] = int(time.time() * 1000)
@@ -209,9 +225,15 @@ def _load(entry: ModelEntry) -> LoadedModel:
     batching = cfg.batching()
     sizes = range(1, batching.max_batch_size + 1) if cfg.max_batch_size > 0 else [None]
     warm = synthetic_dataset(model.inputs, size=max(1, batching.max_batch_size), dynamic_dim=16)
+    warm_times: dict[int, float] = {}
     for runner in runners:
         for size in sizes:
             feed = warm.batch(0, size) if size else warm.batch(0, 1)
             runner.run(feed)
+            if size and runner is runners[0]:  # a second, timed run: the controller's first compute model
+                t = time.perf_counter()
+                runner.run(feed)
+                warm_times[size] = time.perf_counter() - t
     batcher = Batcher(runners, batching, model.inputs, model.outputs, cfg.pad_values)
+    batcher.compute_by_size.update(warm_times)
     return LoadedModel(entry, version, model, batcher, time.perf_counter() - started)
