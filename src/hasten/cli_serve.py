@@ -23,7 +23,7 @@ def serve(
     max_batch_size: int = typer.Option(8, "--max-batch-size", help="Single model: the largest batch the batcher forms."),
     max_queue_delay_ms: float = typer.Option(2.0, "--max-queue-delay-ms", help="Single model: the batching window (from the oldest queued request)."),
     max_queue_size: int = typer.Option(0, "--max-queue-size", help="Single model: requests queued at most (0: unbounded); more get 503."),
-    instances: int = typer.Option(1, "--instances", help="Single model: runner instances (threads)."),
+    instances: Optional[int] = typer.Option(None, "--instances", help="Runner instances (threads); for a repository it overrides every model's config (default there: the config's)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Single model: intra-op threads per instance."),
     inline: bool = typer.Option(True, "--inline/--no-inline", help="Single model, one instance: a batch that finds the server idle runs on the event loop's thread (saves two thread wake-ups)."),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body accepted (413 beyond)."),
@@ -32,8 +32,8 @@ def serve(
     from hasten.serve.http import run_http
     from hasten.serve.server import ModelServer
 
-    entries = _serve_entries(source, backend, max_batch_size, max_queue_delay_ms, max_queue_size, instances, threads,
-                             inline)
+    entries = _serve_entries(source, backend, max_batch_size, max_queue_delay_ms, max_queue_size, instances or 1, threads,
+                             inline, instances is not None)
     names = ", ".join(f"{n} ({e.config.backend}, max batch {e.config.max_batch_size}, {e.config.instances} instance(s))"
                       for n, e in entries.items())
 
@@ -49,12 +49,23 @@ def serve(
 
 
 def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: float, queue: int, instances: int,
-                   threads: int | None, inline: bool = True) -> dict[str, Any]:
-    from hasten.serve.repository import DynamicBatching, ModelConfig, ModelEntry, check_name, load_repository
+                   threads: int | None, inline: bool = True, instances_set: bool = False) -> dict[str, Any]:
+    from hasten.serve.repository import DynamicBatching, ModelConfig, ModelEntry, check_name, load_entry, load_repository
 
     path = Path(source)
-    if path.is_dir() and not (path / "modules.json").exists():
-        return load_repository(path)
+    if path.is_dir() and ((path / "config.yaml").exists() or (path / "config.pbtxt").exists()):
+        entry = load_entry(path)  # one model folder of a repository
+        check_name(entry.name)
+        entries = {entry.name: entry}
+    elif path.is_dir() and not (path / "modules.json").exists():
+        entries = load_repository(path)
+    else:
+        entries = {}
+    if entries:
+        if instances_set:
+            for e in entries.values():
+                e.config.instances = instances
+        return entries
     m = _load(source)
     name = check_name(m.name.replace(" ", "_"))
     try:

@@ -197,3 +197,22 @@ def test_the_http_transport_answers_pipelined_malformed_oversized_and_expect_con
     [(status, headers, _)] = _exchange(port, b"GET /v2/health/ready HTTP/1.0\r\n\r\n", 1)
     assert status == 200 and headers["connection"] == "close"
     assert np.allclose(_infer(client, np.ones((1, 4), np.float32)).as_numpy("y"), np.ones((1, 4)) @ w + b)  # still serving
+
+
+def test_the_batching_knobs_can_be_read_and_changed_live(served: tuple) -> None:
+    import json
+
+    client, w, b = served
+    status, _, body = _raw(client, "GET", "/v2/models/lin/batching")
+    knobs = json.loads(body)
+    assert status == 200 and knobs["max_batch_size"] == 8 and knobs["batch_cap"] == 8
+    status, _, body = _raw(client, "POST", "/v2/models/lin/batching", b'{"max_queue_delay_ms": 0, "batch_cap": 2}')
+    assert status == 200 and json.loads(body)["batch_cap"] == 2 and json.loads(body)["max_queue_delay_ms"] == 0
+    # a request bigger than the cap (but within max_batch_size) is still served, alone
+    x = np.ones((5, 4), np.float32)
+    assert np.allclose(_infer(client, x).as_numpy("y"), x @ w + b)
+    status, _, body = _raw(client, "POST", "/v2/models/lin/batching", b'{"window": 3}')
+    assert status == 400 and "unknown batching knobs: window" in body["error"]
+    status, _, body = _raw(client, "POST", "/v2/models/lin/batching", b'{"batch_cap": -1}')
+    assert status == 400 and "batch_cap" in body["error"]
+    _raw(client, "POST", "/v2/models/lin/batching", b'{"max_queue_delay_ms": 1, "batch_cap": 0}')  # back as configured

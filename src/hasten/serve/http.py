@@ -125,6 +125,15 @@ class HttpApp:
         if action == "infer":
             _method(method, "POST")
             return await self._infer(headers, body, name, version)
+        if action == "batching":  # hasten extension: the batcher's live knobs
+            if method == "GET":
+                return 200, _json(srv.batching(name, version)), []
+            _method(method, "POST")
+            try:
+                changes = json.loads(body or b"null")
+            except ValueError as exc:
+                raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+            return 200, _json(srv.batching(name, version, changes)), []
         raise _not_found(path)
 
     async def _infer(self, headers: dict[bytes, bytes], body: bytes, name: str, version: str | None) -> tuple[int, bytes, list]:

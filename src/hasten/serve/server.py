@@ -133,6 +133,34 @@ class ModelServer:
         models = [self.get(name, version)] if name else list(self.models.values())
         return {"model_stats": [_stats(m) for m in models]}
 
+    def batching(self, name: str, version: str | None = None, changes: Any = None) -> dict[str, Any]:
+        """The batcher's live knobs (hasten extension: GET/POST /v2/models/{m}/batching), changed
+        when ``changes`` holds any of max_queue_delay_ms, batch_cap (0: max_batch_size),
+        preferred_batch_sizes. For `hasten tune` and operators; nothing is written to disk."""
+        m = self.get(name, version)
+        if changes is not None:
+            if not isinstance(changes, dict) or not changes:
+                raise InvalidInput("send a JSON object with max_queue_delay_ms, batch_cap and/or preferred_batch_sizes")
+            unknown = set(changes) - {"max_queue_delay_ms", "batch_cap", "preferred_batch_sizes"}
+            if unknown:
+                raise InvalidInput(f"unknown batching knobs: {', '.join(sorted(unknown))}",
+                                   hint="max_queue_delay_ms, batch_cap, preferred_batch_sizes")
+            update: dict[str, Any] = {}
+            try:
+                if "max_queue_delay_ms" in changes:
+                    update["max_queue_delay_s"] = float(changes["max_queue_delay_ms"]) / 1e3
+                if "batch_cap" in changes:
+                    update["batch_cap"] = int(changes["batch_cap"])
+                if "preferred_batch_sizes" in changes:
+                    update["preferred_batch_sizes"] = tuple(int(b) for b in changes["preferred_batch_sizes"])
+                m.batcher.update(**update)
+            except (TypeError, ValueError, HastenError) as exc:
+                raise InvalidInput(f"bad batching knobs: {exc}") from None
+        cfg = m.batcher.config
+        return {"max_batch_size": cfg.max_batch_size, "batch_cap": cfg.formation_max,
+                "max_queue_delay_ms": cfg.max_queue_delay_s * 1e3, "preferred_batch_sizes": list(cfg.preferred_batch_sizes),
+                "instances": len(m.batcher._runners), "slo_controller": m.controller is not None}
+
     # ------------------------------------------------------------------ inference
 
     async def infer(self, name: str, version: str | None, request: InferRequest) -> tuple[LoadedModel, dict[str, np.ndarray], Timings]:
