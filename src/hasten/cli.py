@@ -12,7 +12,7 @@ import typer
 
 from hasten.cli_common import DEFAULT_TEXT_SEQ_LEN, _batch_sizes, _load, _requirements, _split_ints
 from hasten.cli_derive import distill, prune
-from hasten.cli_load import loadtest
+from hasten.cli_load import loadtest, tune
 from hasten.cli_serve import serve
 from hasten.core import HastenError
 from hasten.core.console import stderr_console, stdout_console
@@ -280,6 +280,7 @@ app.command()(prune)
 app.command()(distill)
 app.command()(serve)
 app.command()(loadtest)
+app.command()(tune)
 
 
 def main() -> None:

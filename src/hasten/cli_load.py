@@ -114,3 +114,95 @@ def plot_report(r: Any, folder: Path) -> list[Path]:
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
     return paths
+
+
+def tune(
+    model_folder: Path = typer.Argument(..., help="REPO/MODEL: a model folder (config.yaml or config.pbtxt + <version>/model.onnx)."),
+    slo_p99_ms: float = typer.Option(..., "--slo-p99-ms", help="The latency objective: p99 at the client, in ms."),
+    rate: Optional[float] = typer.Option(None, "--rate", "-r", help="Tune under Poisson arrivals at this rate (req/s)."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="Tune under a closed loop of this many clients."),
+    seconds: float = typer.Option(3.0, "--seconds", help="Load per measured point."),
+    max_instances: int = typer.Option(1, "--max-instances", help="Try 1..N runner instances."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Examples per request."),
+    write: bool = typer.Option(True, "--write/--no-write", help="Write the chosen knobs into the model's config."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write every measured point as JSON here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write throughput-vs-p99 of the sweep (PNG) into this folder."),
+) -> None:
+    """Find the batching config (max batch, window, instances) with the most throughput under a p99 SLO."""
+    from hasten.core import HastenError
+    from hasten.plan.tune import tune_live, write_config
+    from hasten.serve.repository import check_name, load_entry
+
+    if (rate is None) == (concurrency is None):
+        raise HastenError("tune under one load: --rate R (Poisson) or --concurrency C (closed loop)")
+    if not model_folder.is_dir():
+        raise HastenError(f"model folder not found: {model_folder}", hint="REPO/MODEL holding config.yaml and 1/model.onnx")
+    entry = load_entry(model_folder)
+    check_name(entry.name)
+    max_batch = max(1, entry.config.max_batch_size)
+    load = f"{rate:g} req/s Poisson" if rate else f"concurrency {concurrency}"
+    con = stderr_console()
+    con.print(f"tuning '{entry.name}' for p99 ≤ {slo_p99_ms:g} ms under {load}, {seconds:g} s per point…", highlight=False)
+
+    def shown(p: Any) -> None:
+        c = p.config
+        con.print(f"  {p.stage:6} batch {c.max_batch:>3}  window {c.window_ms:>5g} ms  instances {c.instances}: "
+                  f"{p.throughput_per_s:8.1f} req/s  p99 {p.p99_ms:8.2f} ms  {'ok' if p.feasible else 'over SLO' if not p.errors else 'errors'}",
+                  highlight=False)
+
+    result = tune_live(str(model_folder), entry.name, slo_p99_ms, max_batch, rate, concurrency, seconds, max_instances,
+                       batch_size, on_point=shown)
+    print_tune(result)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"slo_p99_ms": slo_p99_ms, "reason": result.reason,
+                                        "chosen": result.chosen.to_dict() if result.chosen else None,
+                                        "points": [p.to_dict() for p in result.points]}, indent=2))
+        con.print(f"wrote {json_out}", highlight=False)
+    if plot is not None:
+        con.print(f"wrote {plot_tune(result, plot)}", highlight=False)
+    if result.chosen is None:
+        raise HastenError(result.reason)
+    if write:
+        con.print("wrote " + write_config(entry, result.chosen.config), highlight=False)
+
+
+def print_tune(result: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"batching sweep, p99 SLO {result.slo_p99_ms:g} ms")
+    for col in ("stage", "max batch", "window ms", "instances", "req/s", "p50 ms", "p99 ms", "within SLO"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for p in sorted(result.points, key=lambda p: (-p.feasible, -p.throughput_per_s)):
+        c = p.config
+        mark = "[bold green]chosen[/]" if p is result.chosen else ("yes" if p.feasible else "no")
+        t.add_row(p.stage, str(c.max_batch), f"{c.window_ms:g}", str(c.instances), f"{p.throughput_per_s:.1f}",
+                  f"{p.p50_ms:.2f}", f"{p.p99_ms:.2f}", mark)
+    stdout_console().print(t)
+    stdout_console().print(result.reason, highlight=False)
+
+
+def plot_tune(result: Any, folder: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for p in result.points:
+        ax.scatter(p.p99_ms, p.throughput_per_s, c="tab:green" if p.feasible else "tab:red", s=25)
+        ax.annotate(f"b{p.config.max_batch} w{p.config.window_ms:g} i{p.config.instances}", (p.p99_ms, p.throughput_per_s),
+                    fontsize=6)
+    if result.chosen is not None:
+        ax.scatter(result.chosen.p99_ms, result.chosen.throughput_per_s, marker="*", s=200, c="gold", edgecolors="k")
+    ax.axvline(result.slo_p99_ms, color="grey", linestyle="--", label="SLO")
+    ax.set_xlabel("p99 latency (ms)")
+    ax.set_ylabel("throughput (req/s)")
+    ax.set_title("batching sweep")
+    ax.legend()
+    fig.tight_layout()
+    path = folder / "tune_sweep.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
