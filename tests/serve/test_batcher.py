@@ -300,3 +300,20 @@ def test_queue_time_splits_into_waiting_for_the_window_and_waiting_for_a_busy_in
     assert (first.queue_s, first.window_s) == (0.5, 0.5)
     assert (second.queue_s, second.window_s) == (0.0, 0.0)
     assert busy.queue_s == 1.0 and busy.window_s == 0.0  # all of its wait was the busy instance (1 s of compute)
+
+
+def test_a_request_is_not_alone_when_the_front_end_has_read_others() -> None:
+    async def main(in_flight: int) -> tuple[int, int]:
+        clock = FakeClock()
+        model = ThreadModel(clock)
+        b = Batcher([model], BatchingConfig(max_batch_size=4), VEC_IN, VEC_OUT, clock=clock)
+        b.requests_in_flight = lambda: in_flight
+        b.start()
+        await b.submit(_vec(1))
+        await b.stop()
+        return model.calls[0][0], threading.get_ident()
+
+    ran_on, loop = asyncio.run(main(1))
+    assert ran_on == loop                     # the only request being answered: computed on the loop
+    ran_on, loop = asyncio.run(main(3))
+    assert ran_on != loop                     # two more already read: to the instance thread, so they parse meanwhile

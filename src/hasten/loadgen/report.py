@@ -40,9 +40,14 @@ class LoadReport:
     client_cpu_cores: float = 0.0
     concurrency: int | None = None
     cdf_ms: list[float] = field(default_factory=list)  # latency at percentiles 0, 0.5, …, 100
+    rows: Any = field(default=None, repr=False)         # per request: COLUMNS (seconds); not in to_dict
+    ok_mask: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("rows", None)
+        d.pop("ok_mask", None)
+        return d
 
 
 def ledger_rows(rows: np.ndarray) -> np.ndarray:
@@ -105,4 +110,5 @@ def summarise(mode: str, protocol: str, rows: np.ndarray, ok: np.ndarray, errors
             dominant[band] = max(by_cat, key=by_cat.get)
     cdf = [float(v * 1e3) for v in np.percentile(total, np.linspace(0, 100, 201))] if total.size else []
     return LoadReport(mode, protocol, duration, n, int(ok.sum()), float(ok.sum() / duration), offered_per_s, sent_rate,
-                      lat, kinds, lag, behind, reason, ledger, dominant, client_cpu_s / duration, concurrency, cdf)
+                      lat, kinds, lag, behind, reason, ledger, dominant, client_cpu_s / duration, concurrency, cdf,
+                      rows, ok)

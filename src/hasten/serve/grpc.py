@@ -99,7 +99,11 @@ def make_service(server: ModelServer) -> Any:
             t0 = time.perf_counter()
             req = _infer_request(request)
             t1 = time.perf_counter()
-            loaded, outputs, timings = await server.infer(request.model_name, request.model_version or None, req)
+            server.in_flight += 1
+            try:
+                loaded, outputs, timings = await server.infer(request.model_name, request.model_version or None, req)
+            finally:
+                server.in_flight -= 1
             t2 = time.perf_counter()
             names = req.outputs if req.outputs is not None else list(outputs)
             response = pb.ModelInferResponse(model_name=loaded.name, model_version=str(loaded.version), id=request.id)

@@ -218,6 +218,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.app.server.in_flight -= len(self.pending)  # read, never to be answered
+        self.pending.clear()
         self.front.connections.discard(self)
         self.can_write.set()
         if self.task is not None and not self.task.done():
@@ -271,6 +273,7 @@ class _Connection(asyncio.Protocol):
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self.pending.append((self.parser.get_method().decode("latin-1"), path, self._headers, body,
                              self.parser.should_keep_alive(), self._too_big))
+        self.app.server.in_flight += 1
         self._body = []
         if len(self.pending) > MAX_PIPELINED:
             self.transport.pause_reading()
@@ -283,7 +286,10 @@ class _Connection(asyncio.Protocol):
         try:
             while self.pending and not self.closed:
                 method, path, headers, body, keep_alive, too_big = self.pending.popleft()
-                status, out, extra = await self.app.respond(method, path, headers, body, too_big)
+                try:
+                    status, out, extra = await self.app.respond(method, path, headers, body, too_big)
+                finally:
+                    self.app.server.in_flight -= 1
                 if self.closed:
                     return
                 keep_alive = keep_alive and not self.front.stopping

@@ -47,10 +47,12 @@ class ModelServer:
         self.models: dict[str, LoadedModel] = {}
         self.ready = False
         self.metrics: Any = None  # a ServerMetrics when /metrics is served
+        self.in_flight = 0        # requests the front ends have read and not yet answered
 
     async def start(self) -> None:
         for name, entry in self.entries.items():
             self.models[name] = await asyncio.to_thread(_load, entry)
+            self.models[name].batcher.requests_in_flight = lambda: self.in_flight
             self.models[name].batcher.start()
             slo = entry.config.dynamic_batching.slo_p99_ms if entry.config.dynamic_batching else None
             if slo:
@@ -159,7 +161,9 @@ class ModelServer:
         cfg = m.batcher.config
         return {"max_batch_size": cfg.max_batch_size, "batch_cap": cfg.formation_max,
                 "max_queue_delay_ms": cfg.max_queue_delay_s * 1e3, "preferred_batch_sizes": list(cfg.preferred_batch_sizes),
-                "instances": len(m.batcher._runners), "slo_controller": m.controller is not None}
+                "instances": len(m.batcher._runners), "slo_controller": None if m.controller is None else {
+                    "target_ms": m.controller.policy.target_s * 1e3, "slo_ms": m.controller.policy.slo_s * 1e3,
+                    "history": [vars(d) for d in m.controller.history[-2000:]]}}
 
     # ------------------------------------------------------------------ inference
 
