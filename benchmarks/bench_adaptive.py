@@ -1,7 +1,7 @@
 """A load step against fixed batching windows and the SLO controller.
 
-Usage:  python benchmarks/bench_adaptive.py [--rate 150] [--step 4] [--before 20] [--during 30] [--after 20]
-                                            [--slo-ms 15] [--out benchmarks/results]
+Usage:  python benchmarks/bench_adaptive.py [--rate 100] [--step 4] [--before 20] [--during 30] [--after 20]
+                                            [--slo-ms 50] [--out benchmarks/results]
 
 Model: the MLP 512→3072→3072→512 of bench_server.py, served by `hasten serve` (its own process,
 max batch 32, 1 instance, 1 intra-op thread). Load: one Poisson trace, the same for every config —
@@ -67,12 +67,12 @@ def per_phase(report, bounds: list) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rate", type=float, default=150.0)
+    ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--step", type=float, default=4.0)
     ap.add_argument("--before", type=float, default=20.0)
     ap.add_argument("--during", type=float, default=30.0)
     ap.add_argument("--after", type=float, default=20.0)
-    ap.add_argument("--slo-ms", type=float, default=15.0)
+    ap.add_argument("--slo-ms", type=float, default=50.0)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     work = args.out / "adaptive"
