@@ -70,7 +70,6 @@ def test_the_controller_converges_keeps_the_slo_and_backs_off_when_the_load_rise
 def test_a_served_model_with_slo_p99_ms_gets_a_controller_that_moves_the_batcher(tmp_path: Path) -> None:
     from hasten.serve.repository import load_repository
     from hasten.serve.server import ModelServer
-    from hasten.serve.tensors import InferRequest
     from tests.serve.helpers import linear_repo
 
     linear_repo(tmp_path)
@@ -78,13 +77,17 @@ def test_a_served_model_with_slo_p99_ms_gets_a_controller_that_moves_the_batcher
         "max_batch_size: 8\nthreads: 1\ndynamic_batching:\n  max_queue_delay_ms: 0\n  slo_p99_ms: 50\n")
 
     async def main() -> tuple[list, float, int]:
+        from hasten.serve.http import HttpApp
+
         server = ModelServer(load_repository(tmp_path))
+        app = HttpApp(server)
         await server.start()
         m = server.models["lin"]
         assert m.controller is not None and m.batcher.compute_by_size  # seeded at warm-up
-        x = np.ones((1, 4), np.float32)
-        for _ in range(50):
-            await server.infer("lin", None, InferRequest({"x": x}))
+        body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}'
+        for _ in range(120):  # through the HTTP app: what the controller observes is the front end's time
+            status, _, _ = await app.respond("POST", "/v2/models/lin/infer", {}, body)
+            assert status == 200
         decision = m.controller.step()     # one interval's decision, taken now
         window, cap = m.batcher.config.max_queue_delay_s, m.batcher.config.formation_max
         await server.stop()

@@ -1,7 +1,8 @@
 """Keep a stated p99 while batching as much as it allows: the SLO controller.
 
 `dynamic_batching: {slo_p99_ms: X}` in a model's config turns it on. Every interval it reads the
-server-side latencies of the requests answered (queue + compute), the arrival rate, and the
+server-side latencies of the requests answered (from fully read to answered: the event loop's
+own queueing, parsing, batching, compute and encoding), the arrival rate, and the
 compute time per batch size (measured at warm-up, then from live batches), and sets the batcher's
 window and batch cap:
 
@@ -109,7 +110,7 @@ class SloController:
     batcher: Any
     policy: SloPolicy
     interval_s: float = 0.5
-    min_samples: int = 20
+    min_samples: int = 100        # a p99 from fewer is its top one or two requests: noise
     on_change: Callable[[Knobs], None] | None = None
     history: list[Decision] = field(default_factory=list)
     _latencies: deque = field(default_factory=lambda: deque(maxlen=20000))
@@ -144,9 +145,11 @@ class SloController:
     def step(self) -> Decision:
         now = time.monotonic()
         arrivals = self.batcher.arrivals
-        rate = (arrivals - self._arrivals) / max(now - self._since, 1e-9)
+        elapsed = now - self._since
+        rate = (arrivals - self._arrivals) / max(elapsed, 1e-9)
         p99 = None
-        if len(self._latencies) >= self.min_samples:
+        n = len(self._latencies)
+        if n >= self.min_samples or (n >= 20 and elapsed >= 8 * self.interval_s):  # light traffic: wait longer
             p99 = float(np.percentile(np.fromiter(self._latencies, float), 99))
             self._latencies.clear()
             self._arrivals, self._since = arrivals, now

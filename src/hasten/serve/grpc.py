@@ -113,7 +113,10 @@ def make_service(server: ModelServer) -> Any:
                 array = outputs[name]
                 response.outputs.add(name=name, datatype=array_wire_type(array), shape=list(array.shape))
                 response.raw_output_contents.append(to_raw(array))
-            context.set_trailing_metadata((("server-timing", server_timing(t1 - t0, timings, time.perf_counter() - t2)),))
+            t3 = time.perf_counter()
+            context.set_trailing_metadata((("server-timing", server_timing(t1 - t0, timings, t3 - t2)),))
+            if loaded.controller is not None:
+                loaded.controller.observe(t3 - t0)
             return response
 
     return Service()

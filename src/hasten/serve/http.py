@@ -51,12 +51,13 @@ class HttpApp:
         self.metrics_http: Any = None
 
     async def respond(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes,
-                      too_big: bool = False) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        """(status, body, extra headers) for one request; never raises."""
+                      too_big: bool = False, read_at: float | None = None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """(status, body, extra headers) for one request; never raises. ``read_at``: when the
+        request had been read (perf_counter), for the SLO controller's latency."""
         try:
             if too_big:
                 raise _too_big(self.max_body_bytes)
-            return await self._route(method, path, headers, body)
+            return await self._route(method, path, headers, body, read_at)
         except ServeError as exc:
             return exc.status, _error(exc), []
         except Exception as exc:  # noqa: BLE001 - the server never dies on a request
@@ -86,7 +87,8 @@ class HttpApp:
         if isinstance(self.metrics_http, tuple):  # (http server, thread)
             self.metrics_http[0].shutdown()
 
-    async def _route(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes) -> tuple[int, bytes, list]:
+    async def _route(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes,
+                     read_at: float | None = None) -> tuple[int, bytes, list]:
         parts = [unquote(p) if "%" in p else p for p in path.rstrip("/").split("/")[1:]]
         if not parts or parts[0] != "v2":
             raise _not_found(path)
@@ -124,7 +126,7 @@ class HttpApp:
             return _get(method, srv.statistics(name, version))
         if action == "infer":
             _method(method, "POST")
-            return await self._infer(headers, body, name, version)
+            return await self._infer(headers, body, name, version, read_at)
         if action == "batching":  # hasten extension: the batcher's live knobs
             if method == "GET":
                 return 200, _json(srv.batching(name, version)), []
@@ -136,7 +138,8 @@ class HttpApp:
             return 200, _json(srv.batching(name, version, changes)), []
         raise _not_found(path)
 
-    async def _infer(self, headers: dict[bytes, bytes], body: bytes, name: str, version: str | None) -> tuple[int, bytes, list]:
+    async def _infer(self, headers: dict[bytes, bytes], body: bytes, name: str, version: str | None,
+                     read_at: float | None = None) -> tuple[int, bytes, list]:
         t0 = time.perf_counter()
         header = headers.get(b"inference-header-content-length")
         try:
@@ -150,6 +153,8 @@ class HttpApp:
         out, json_length = infer_response_body(loaded.name, str(loaded.version), request, outputs)
         t3 = time.perf_counter()
         timing = server_timing(t1 - t0, timings, t3 - t2)
+        if loaded.controller is not None:  # from read to answered: the loop's own queueing included
+            loaded.controller.observe(t3 - (read_at if read_at is not None else t0))
         headers = [(b"server-timing", timing.encode())]
         if json_length is not None:
             headers += [(b"inference-header-content-length", str(json_length).encode()),
@@ -200,7 +205,7 @@ class _Connection(asyncio.Protocol):
         self.front, self.app = front, front.app
         self.parser = httptools.HttpRequestParser(self)
         self.transport: Any = None
-        self.pending: deque[tuple[str, str, dict[bytes, bytes], bytes, bool, bool]] = deque()
+        self.pending: deque[tuple[str, str, dict[bytes, bytes], bytes, bool, bool, float]] = deque()
         self.task: asyncio.Task | None = None
         self.closed = False
         self.can_write = asyncio.Event()
@@ -272,7 +277,7 @@ class _Connection(asyncio.Protocol):
         path = self._url.split(b"?", 1)[0].decode("latin-1")
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self.pending.append((self.parser.get_method().decode("latin-1"), path, self._headers, body,
-                             self.parser.should_keep_alive(), self._too_big))
+                             self.parser.should_keep_alive(), self._too_big, time.perf_counter()))
         self.app.server.in_flight += 1
         self._body = []
         if len(self.pending) > MAX_PIPELINED:
@@ -285,9 +290,9 @@ class _Connection(asyncio.Protocol):
     async def _answer(self) -> None:
         try:
             while self.pending and not self.closed:
-                method, path, headers, body, keep_alive, too_big = self.pending.popleft()
+                method, path, headers, body, keep_alive, too_big, read_at = self.pending.popleft()
                 try:
-                    status, out, extra = await self.app.respond(method, path, headers, body, too_big)
+                    status, out, extra = await self.app.respond(method, path, headers, body, too_big, read_at)
                 finally:
                     self.app.server.in_flight -= 1
                 if self.closed:

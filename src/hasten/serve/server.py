@@ -181,8 +181,6 @@ class ModelServer:
             m.counts["fail"] += 1
             raise InvalidInput(str(exc)) from None
         m.counts["success"] += 1
-        if m.controller is not None:
-            m.controller.observe(timings.queue_s + timings.compute_s)
         m.counts["queue_ns"] += timings.queue_s * 1e9
         m.counts["compute_ns"] += timings.compute_s * 1e9
         m.counts["last_inference_ms"] = int(time.time() * 1000)
