@@ -76,7 +76,7 @@ class SloPolicy:
 
     def decide(self, knobs: Knobs, p99_s: float | None, rate_per_s: float,
                compute: Callable[[int], float]) -> tuple[Knobs, str]:
-        """The next knobs and what was done ("hold", "increase", "decrease", "cap")."""
+        """The next knobs and what was done ("hold", "increase", "decrease", "limit", "cap")."""
         cap = self.cap_for(compute)
         target = self.target_s
         fill = cap / rate_per_s if rate_per_s > 0 else 0.0
@@ -85,9 +85,10 @@ class SloPolicy:
         stepped = ref > 0 and rate_per_s > 1.5 * ref  # the load rose by half since the window last grew
         if (p99_s is not None and p99_s > target) or stepped:
             window, action, ref = (window / 2 if window / 2 >= 5e-5 else 0.0), "decrease", rate_per_s if stepped else ref
-        elif p99_s is not None and p99_s < self.low_fraction * target and window < limit:
+        elif p99_s is not None and p99_s < self.low_fraction * target and window < limit - 1e-6:
             window, action, ref = min(window + self.step_fraction * target, limit), "increase", rate_per_s
-        window = min(window, limit) if action != "decrease" else window
+        if action != "decrease" and window > limit:
+            window, action = limit, "limit"  # the rate fell or a batch got slower: the window shrinks with it
         if action == "hold" and cap != knobs.cap:
             action = "cap"
         return Knobs(window, cap, ref), action
