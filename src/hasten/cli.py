@@ -12,6 +12,7 @@ import typer
 
 from hasten.cli_common import DEFAULT_TEXT_SEQ_LEN, _batch_sizes, _load, _requirements, _split_ints
 from hasten.cli_derive import distill, prune
+from hasten.cli_edge import export, run_bundle
 from hasten.cli_load import loadtest, tune
 from hasten.cli_serve import serve
 from hasten.core import HastenError
@@ -281,6 +282,8 @@ app.command()(distill)
 app.command()(serve)
 app.command()(loadtest)
 app.command()(tune)
+app.command()(export)
+app.command("run-bundle")(run_bundle)
 
 
 def main() -> None:

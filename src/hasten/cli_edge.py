@@ -1,0 +1,112 @@
+"""`hasten export --target edge` and `hasten run-bundle`. Registered on the app in cli.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from hasten.cli_common import _load
+from hasten.core import HastenError
+from hasten.core.console import stderr_console, stdout_console
+
+
+def export(
+    model: str = typer.Argument(..., help="A model: .onnx file, sentence-transformers folder, built-in example."),
+    target: str = typer.Option("edge", "--target", help="What to export for (edge: a self-contained on-device bundle)."),
+    fmt: str = typer.Option("ort", "--format", help="ort (ONNX Runtime ORT format), openvino (IR) or executorch (.pte)."),
+    out: Path = typer.Option(..., "-o", "--out", help="The bundle folder to write."),
+    optimization: str = typer.Option("all", "--optimization", help="ORT graph optimisation baked in: basic, extended, all."),
+    target_platform: str = typer.Option("arm", "--platform", help="arm (phones, boards) or amd64: arm leaves out x86-only layouts."),
+    preflight_only: bool = typer.Option(False, "--preflight", help="Only list the operators and what each target supports."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
+    with_onnx: bool = typer.Option(False, "--with-onnx", help="Also ship the optimised graph as ONNX (to view it; doubles the size)."),
+) -> None:
+    """Export a self-contained bundle for a device: model, op config, runner, checksums."""
+    from hasten.edge.bundle import export_bundle
+    from hasten.edge.preflight import preflight
+
+    if target != "edge":
+        raise HastenError(f"unknown export target '{target}'", hint="--target edge")
+    m = _load(model)
+    report = preflight(m.path, optimization if optimization in ("basic", "extended", "all") else "all")
+    print_preflight(report)
+    if preflight_only:
+        return
+    with stderr_console().status(f"exporting {m.name} ({fmt})…"):
+        bundle = export_bundle(m, out, fmt, optimization, target_platform, force=force, with_onnx=with_onnx)
+    t = _files_table(bundle)
+    stdout_console().print(t)
+    stderr_console().print(f"wrote {out} — run it with: python {out}/run.py --input in.npz  (or hasten run-bundle {out})",
+                           highlight=False)
+
+
+def _files_table(bundle: Any) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"bundle {bundle.folder} ({bundle.manifest['format']}, model {bundle.manifest['model']})")
+    t.add_column("file")
+    t.add_column("bytes", justify="right")
+    t.add_column("sha256")
+    for name, f in bundle.manifest["files"].items():
+        t.add_row(name, f"{f['size']:,}", f["sha256"][:16] + "…")
+    return t
+
+
+def print_preflight(report: Any) -> None:
+    from rich.table import Table
+
+    marks = {"ok": "[green]ok[/]", "fallback": "[yellow]CPU fallback[/]", "fails": "[red]fails[/]", "-": "·", "?": "?"}
+    t = Table(title="pre-flight: operators per target (ort: the optimised graph the runtime executes)")
+    for col in ("domain", "operator", "count", *report.targets):
+        t.add_column(col, justify="right" if col == "count" else "left")
+    for r in report.rows:
+        t.add_row(r.domain, r.op, str(r.count), *(marks.get(r.status.get(x, "-"), r.status.get(x, "-")) for x in report.targets))
+    con = stdout_console()
+    con.print(t)
+    for x in report.targets:
+        con.print(f"  {x}: {report.verdict(x)}", highlight=False)
+
+
+def run_bundle(
+    bundle: Path = typer.Argument(..., help="A bundle folder written by hasten export."),
+    input_file: Optional[Path] = typer.Option(None, "--input", help=".npz with one array per model input (default: synthetic)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the outputs here (.npz)."),
+    threads: int = typer.Option(1, "--threads", help="Intra-op threads (1: a small device)."),
+    bench: int = typer.Option(0, "--bench", help="Time this many runs: p50/p99."),
+) -> None:
+    """Verify a bundle's checksums and run it."""
+    import time
+
+    import numpy as np
+
+    from hasten.edge.bundle import load_bundle
+
+    runner = load_bundle(bundle, threads)
+    if input_file is not None:
+        with np.load(input_file, allow_pickle=False) as data:
+            missing = [s.name for s in runner.inputs if s.name not in data.files]
+            if missing:
+                raise HastenError(f"{input_file} lacks the inputs {missing}", hint="names: " + ", ".join(s.name for s in runner.inputs))
+            feed = {s.name: np.ascontiguousarray(data[s.name], dtype=s.dtype) for s in runner.inputs}
+    else:
+        from hasten.models import synthetic_dataset
+
+        feed = synthetic_dataset(runner.inputs, size=1).batch(0, 1)
+    outputs = runner.run(feed)
+    con = stdout_console()
+    for name, value in outputs.items():
+        con.print(f"{name}: {value.dtype} {list(value.shape)}", highlight=False)
+    if bench:
+        times = []
+        for _ in range(bench):
+            t = time.perf_counter()
+            runner.run(feed)
+            times.append(time.perf_counter() - t)
+        times.sort()
+        con.print(f"p50 {times[len(times) // 2] * 1e3:.3f} ms  p99 {times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3:.3f} ms "
+                  f"({bench} runs, {threads} thread(s))", highlight=False)
+    if output is not None:
+        np.savez(output, **outputs)
+        stderr_console().print(f"wrote {output}", highlight=False)
