@@ -139,3 +139,27 @@ def test_executorch_is_skipped_cleanly_when_absent(cnn: hasten.Model, tmp_path: 
     with pytest.raises(HastenError, match="executorch"):
         export_bundle(cnn, tmp_path / "b", fmt="executorch")
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())  # nothing half-written
+
+
+def test_edge_vs_cloud_adds_the_round_trip_and_the_transfer_and_names_the_winner() -> None:
+    from hasten.edge.compare import Comparison, Side
+
+    c = Comparison(Side(3.0, 5.0, 100), Side(1.0, 2.0, 100), rtt_ms=20.0, bandwidth_mbps=8.0,
+                   request_bytes=1000, response_bytes=1000)
+    assert c.transfer_ms == pytest.approx(2.0)              # 2,000 bytes at 8 Mbit/s
+    assert c.cloud("p50_ms") == pytest.approx(23.0) and c.cloud("p99_ms") == pytest.approx(24.0)
+    assert c.verdict("p50_ms").startswith("edge wins by 20.00 ms")
+    near = Comparison(Side(30.0, 50.0, 100), Side(1.0, 2.0, 100), 0.0, 1000.0, 10, 10)
+    assert near.verdict("p99_ms").startswith("cloud wins")
+
+
+@pytest.mark.slow
+def test_compare_cloud_measures_both_sides_for_real(cnn: hasten.Model, tmp_path: Path) -> None:
+    from hasten.edge.compare import compare
+
+    export_bundle(cnn, tmp_path / "b")
+    x = {"x": np.ones((1, 1, 4, 4), np.float32)}
+    c = compare(str(tmp_path / "b"), str(cnn.path), x, ["y"], rtt_ms=40.0, seconds=0.3)
+    assert c.edge.runs >= 20 and c.cloud_local.runs >= 20
+    assert c.request_bytes > 64 and c.response_bytes > 12
+    assert c.cloud("p50_ms") >= 40.0 and "edge wins" in c.verdict("p50_ms")

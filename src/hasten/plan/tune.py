@@ -132,7 +132,7 @@ class LiveServer:
     """`hasten serve FOLDER --instances N` in its own process on free ports; knobs set live
     through the batching endpoint."""
 
-    def __init__(self, folder: str, instances: int) -> None:
+    def __init__(self, folder: str, instances: int | None = None, extra: tuple[str, ...] = ()) -> None:
         import socket
         import subprocess
         import sys
@@ -143,7 +143,8 @@ class LiveServer:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen([sys.executable, "-m", "hasten.cli", "serve", folder, "--http-port", str(self.port),
-                                      "--grpc-port", "0", "--metrics-port", "0", "--instances", str(instances)],
+                                      "--grpc-port", "0", "--metrics-port", "0",
+                                      *(("--instances", str(instances)) if instances else ()), *extra],
                                      stderr=subprocess.PIPE, text=True)
         lines = []
         for line in self.proc.stderr:
