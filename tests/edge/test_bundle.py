@@ -163,3 +163,11 @@ def test_compare_cloud_measures_both_sides_for_real(cnn: hasten.Model, tmp_path:
     assert c.edge.runs >= 20 and c.cloud_local.runs >= 20
     assert c.request_bytes > 64 and c.response_bytes > 12
     assert c.cloud("p50_ms") >= 40.0 and "edge wins" in c.verdict("p50_ms")
+
+
+def test_executorch_bundle_reports_its_xnnpack_delegation(tmp_path: Path) -> None:
+    pytest.importorskip("executorch")
+    model = hasten.load_model("digits-cnn")
+    bundle = export_bundle(model, tmp_path / "b", fmt="executorch")
+    recipe = bundle.manifest["recipe"]
+    assert "model.pte" in bundle.manifest["files"] and recipe["xnnpack_delegate_calls"] >= 1
