@@ -171,3 +171,16 @@ def test_executorch_bundle_reports_its_xnnpack_delegation(tmp_path: Path) -> Non
     bundle = export_bundle(model, tmp_path / "b", fmt="executorch")
     recipe = bundle.manifest["recipe"]
     assert "model.pte" in bundle.manifest["files"] and recipe["xnnpack_delegate_calls"] >= 1
+
+
+def test_an_int8_bundle_gives_the_int8_models_outputs(cnn: hasten.Model, tmp_path: Path) -> None:
+    from hasten.compress import DynamicInt8, quantize
+
+    int8 = quantize(cnn, DynamicInt8(), out=tmp_path / "cnn.int8.onnx")
+    export_bundle(int8, tmp_path / "b")
+    x = np.random.default_rng(2).standard_normal((5, 1, 4, 4)).astype(np.float32)
+    want = hasten.compile(int8, "ort-cpu").run({"x": x})["y"]
+    got = load_bundle(tmp_path / "b").run({"x": x})["y"]
+    # the same quantized kernels on the same activations: equal up to float rounding of the
+    # dequantized accumulations (measured here: below 1e-5)
+    assert np.abs(got - want).max() <= 1e-4
