@@ -44,7 +44,11 @@ def export(
         raise HastenError(f"unknown --quantize '{quantize}'", hint="auto or none")
     chosen, recipe = m, {"precision": "fp32"}
     if quantize == "auto" and fmt != "executorch":
-        chosen, recipe = _int8_if_within_budget(m, budget, data)
+        try:
+            chosen, recipe = _int8_if_within_budget(m, budget, data)
+        except HastenError as exc:  # the INT8 attempt failing must not cost the export
+            stderr_console().print(f"INT8 not possible ({exc}); shipping FP32", highlight=False, soft_wrap=True)
+            recipe = {"precision": "fp32", "int8_refused": str(exc)}
     with stderr_console().status(f"exporting {m.name} ({fmt}, {recipe['precision']})…"):
         bundle = export_bundle(chosen, out, fmt, optimization, target_platform, recipe=recipe, force=force,
                                with_onnx=with_onnx)

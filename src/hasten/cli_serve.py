@@ -68,6 +68,10 @@ def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: flo
         return entries
     m = _load(source)
     name = check_name(m.name.replace(" ", "_"))
+    if m.fixed_batch is not None and max_batch_size > 0:
+        stderr_console().print(f"note: '{name}' has a fixed batch dimension ({m.fixed_batch}); serving it without dynamic "
+                               "batching (max_batch_size 0)", highlight=False)
+        max_batch_size = 0
     try:
         config = ModelConfig(backend=backend, max_batch_size=max_batch_size, instances=instances, threads=threads,
                              inline_when_idle=inline,

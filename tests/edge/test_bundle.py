@@ -184,3 +184,27 @@ def test_an_int8_bundle_gives_the_int8_models_outputs(cnn: hasten.Model, tmp_pat
     # the same quantized kernels on the same activations (measured here: identical, max diff 0.0;
     # the bound leaves room for another CPU's kernel choice)
     assert np.abs(got - want).max() <= 1e-4
+
+
+def test_initializers_listed_as_inputs_do_not_become_required_inputs(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    # the IR < 4 style of old models: the weight is an initializer *and* a graph input
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)
+    shape = numpy_helper.from_array(np.array([-1, 4], np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("MatMul", ["r", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "old", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+                                             helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3]),
+                                             helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+                              [numpy_helper.from_array(w, "w"), shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 3
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    old = hasten.load_model(tmp_path / "old.onnx")
+    export_bundle(old, tmp_path / "b")
+    x = np.ones((2, 4), np.float32)
+    assert np.allclose(load_bundle(tmp_path / "b").run({"x": x})["y"], x @ w)
+    with pytest.raises(HastenError, match="refused the inputs"):
+        load_bundle(tmp_path / "b").run({"x": np.ones((2, 5), np.float32)})  # a clear error, not a traceback

@@ -85,3 +85,33 @@ def test_layout_problems_and_unsafe_names_are_refused(tmp_path: Path) -> None:
         with pytest.raises(HastenError, match="invalid model name"):
             check_name(bad)
     assert check_name("minilm-v2.1") == "minilm-v2.1"
+
+
+def test_a_model_with_a_fixed_batch_dimension_is_served_without_batching_or_refused_clearly(tmp_path: Path) -> None:
+    import asyncio
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from hasten.serve.server import ModelServer
+    from hasten.serve.tensors import InferRequest
+
+    (tmp_path / "fixed" / "1").mkdir(parents=True)
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "fixed" / "1" / "model.onnx"))
+    (tmp_path / "fixed" / "config.yaml").write_text("max_batch_size: 8\n")
+    with pytest.raises(HastenError, match="(?s)fixed batch dimension .* set max_batch_size: 0"):
+        asyncio.run(ModelServer(load_repository(tmp_path)).start())
+    (tmp_path / "fixed" / "config.yaml").write_text("max_batch_size: 0\n")
+
+    async def main() -> np.ndarray:
+        server = ModelServer(load_repository(tmp_path))
+        await server.start()
+        _, outputs, _ = await server.infer("fixed", None, InferRequest({"x": np.array([[-1.0, 0.0, 2.0]], np.float32)}))
+        await server.stop()
+        return outputs["y"]
+
+    assert asyncio.run(main()).tolist() == [[0.0, 0.0, 2.0]]

@@ -83,7 +83,11 @@ def _has_preprocess_metadata(path: Path) -> bool:
 def prepare_file(src: Path, dst: Path, facts: dict[str, Any] | None = None) -> dict[str, Any]:
     """Transformer fusion (when the graph has attention ONNX Runtime recognises; ``facts`` may
     give ``num_heads`` and ``hidden_size``), then ``quant_pre_process``; returns what was done."""
+    from hasten.models.onnx_file import without_initializer_inputs
+
     facts = facts or {}
+    if without_initializer_inputs(src, dst):  # IR < 4: initializers listed as inputs would become required
+        src = dst
     fused = fuse_transformer(src, dst, int(facts.get("num_heads", 0)), int(facts.get("hidden_size", 0)))
     done = preprocess(dst if fused else src, dst)
     return {**done, **({"transformer_fusion": fused} if fused else {})}

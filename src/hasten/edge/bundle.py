@@ -112,6 +112,9 @@ def _ort(source: Path, out: Path, optimization: str, target_platform: str, with_
         for data in source.parent.glob("*.data"):
             if not (src.parent / data.name).exists():
                 shutil.copy(data, src.parent)
+        from hasten.models.onnx_file import without_initializer_inputs
+
+        without_initializer_inputs(src, src)
         converted = Path(tmp) / "out"
         previous = os.environ.get("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL")
         os.environ["ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"] = optimization
@@ -256,7 +259,11 @@ class OrtBundleRunner:
         self._names = [o.name for o in outputs]
 
     def run(self, feed: dict[str, Any]) -> dict[str, Any]:
-        return dict(zip(self._names, self.session.run(self._names, feed)))
+        try:
+            return dict(zip(self._names, self.session.run(self._names, feed)))
+        except Exception as exc:  # ORT's InvalidArgument & co, ValueError for missing inputs
+            raise HastenError(f"the bundle's model refused the inputs: {str(exc).strip().splitlines()[0]}",
+                              hint="see the bundle's io.json for names, dtypes and shapes") from None
 
 
 class OpenVinoBundleRunner:

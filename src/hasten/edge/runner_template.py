@@ -117,7 +117,7 @@ def main(argv=None):
         for name, value in outputs.items():
             print(f"{name}: {value.dtype} {list(value.shape)}")
         return 0
-    except (BundleError, KeyError, ValueError, OSError) as exc:
+    except Exception as exc:  # a clear line, not a traceback: bad inputs, missing files, runtime errors
         print(f"error: {exc}", file=sys.stderr)
         return 3
 

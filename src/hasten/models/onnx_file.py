@@ -61,3 +61,23 @@ def _spec(value) -> TensorSpec:  # noqa: ANN001 - onnx ValueInfoProto
         d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor.shape.dim
     )
     return TensorSpec(value.name, dtype, shape)
+
+
+def without_initializer_inputs(src: str | Path, dst: str | Path) -> bool:
+    """Old (IR < 4) models list every initializer as a graph input too; ONNX Runtime then treats
+    them as overridable inputs, and its graph rewrites (ORT-format conversion, quantization
+    pre-processing) can turn shape-folding helpers into *required* inputs (seen with the ONNX test
+    suite's squeezenet). Writes ``dst`` without the inputs an initializer backs, as onnxruntime's
+    remove_initializer_from_input tool does; returns False (nothing written) when there are none."""
+    import onnx
+
+    model = onnx.load(str(src), load_external_data=False)
+    names = {i.name for i in model.graph.initializer}
+    if not any(i.name in names for i in model.graph.input):
+        return False
+    model = onnx.load(str(src))
+    keep = [i for i in model.graph.input if i.name not in names]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    onnx.save(model, str(dst))
+    return True

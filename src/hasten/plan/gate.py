@@ -184,6 +184,10 @@ def _failed(verdict: BudgetVerdict, why: str) -> BudgetVerdict:
 def quantize_under_budget(model: Model, qconfig: QuantConfig, data: Dataset, gate: GateConfig = GateConfig(),
                           out: str | Path | None = None) -> GateResult:
     """The whole gate: quantize → quality vs budget (→ sensitivity fallback) → speed guard."""
+    if model.fixed_batch is not None:  # a model without a batch axis is evaluated and timed at its own batch
+        from dataclasses import replace
+
+        gate = replace(gate, eval_batch_size=model.fixed_batch, batch_sizes=(model.fixed_batch,))
     backend = gate.backend or _recommended_backend(qconfig) or "ort-cpu"
     g = _Gate(model, qconfig, data, gate, backend)
     variant, quality, verdict = g.trial(qconfig.nodes_to_exclude)

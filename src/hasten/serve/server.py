@@ -249,16 +249,24 @@ def _load(entry: ModelEntry) -> LoadedModel:
     version = entry.latest
     model = load_model(entry.path(version))
     cfg = entry.config
+    fixed = model.fixed_batch
+    if fixed is not None and cfg.max_batch_size > 0:
+        raise HastenError(f"model '{entry.name}' has a fixed batch dimension ({fixed}: input shape "
+                          f"{model.inputs[0].shape_text()}); it cannot be batched dynamically",
+                          hint=f"set max_batch_size: 0 in {entry.config_path or 'its config'} (requests then carry the "
+                               "whole input shape), or export the model with a dynamic batch axis")
     # the batcher checks every request against the specs; the runner need not check the batch again
     runners = [compile(model, cfg.backend, BackendConfig(threads=cfg.threads, validate_inputs=False))
                for _ in range(cfg.instances)]
     batching = cfg.batching()
+    if cfg.max_batch_size == 0 and fixed:  # not batching: requests are exactly the model's fixed batch
+        batching = batching.with_changes(max_batch_size=fixed)
     sizes = range(1, batching.max_batch_size + 1) if cfg.max_batch_size > 0 else [None]
     warm = synthetic_dataset(model.inputs, size=max(1, batching.max_batch_size), dynamic_dim=16)
     warm_times: dict[int, float] = {}
     for runner in runners:
         for size in sizes:
-            feed = warm.batch(0, size) if size else warm.batch(0, 1)
+            feed = warm.batch(0, size) if size else warm.batch(0, fixed or 1)
             runner.run(feed)
             if size and runner is runners[0]:  # a second, timed run: the controller's first compute model
                 t = time.perf_counter()
