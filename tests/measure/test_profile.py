@@ -6,7 +6,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -17,7 +16,6 @@ from hasten.measure.advice import advise
 from hasten.measure.profile import ProfileConfig, _audit, profile
 from hasten.measure.roofline import Roofs, classify
 from hasten.models import synthetic_dataset
-from hasten.runtime.registry import gpu_present
 
 ROOFS = Roofs(fp32_gflops=100.0, int8_gops=400.0, mem_gbps=10.0)
 
