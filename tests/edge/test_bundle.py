@@ -131,6 +131,12 @@ def test_an_openvino_bundle_holds_ir_and_weights(tmp_path: Path) -> None:
     x = np.ones((2, 4), np.float32)
     want = hasten.compile(model, "ort-cpu").run({"x": x})["y"]
     assert np.abs(load_bundle(tmp_path / "b").run({"x": x})["y"] - want).max() <= 1e-5
+    np.savez(tmp_path / "in.npz", x=x)  # and its own run.py runs it with OpenVINO
+    done = subprocess.run([sys.executable, str(tmp_path / "b" / "run.py"), "--input", str(tmp_path / "in.npz"),
+                           "--output", str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with np.load(tmp_path / "out.npz") as out:
+        assert np.abs(out["y"] - want).max() <= 1e-5
 
 
 def test_executorch_is_skipped_cleanly_when_absent(cnn: hasten.Model, tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 
 SOURCE = r'''#!/usr/bin/env python3
 """Run this hasten edge bundle: python run.py --input in.npz [--output out.npz] [--threads 1]
-[--bench 100] [--text "a sentence" ...] [--check]. Needs onnxruntime and numpy only (plus
-`tokenizers` for --text). Every file's checksum is verified before the model loads."""
+[--bench 100] [--text "a sentence" ...] [--check]. Needs onnxruntime and numpy only (OpenVINO
+for an IR bundle; `tokenizers` for --text). Every file's checksum is verified before the model
+loads."""
 
 import argparse
 import hashlib
@@ -43,19 +44,40 @@ def verify(folder=HERE):
     return manifest
 
 
-def load(folder=HERE, threads=1):
-    """(onnxruntime session, io spec) for the bundle in ``folder``, verified first."""
-    import onnxruntime as ort
+class OpenVinoSession:
+    """The two calls of an onnxruntime session this runner uses, over OpenVINO (IR bundles)."""
 
+    def __init__(self, path, threads):
+        import openvino as ov
+
+        self.compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                                   "INFERENCE_PRECISION_HINT": "f32"})
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, names, feed):
+        result = {port.get_any_name(): value for port, value in self.request.infer(feed).items()}
+        return [result[n] for n in names]
+
+
+def load(folder=HERE, threads=1):
+    """(session, io spec) for the bundle in ``folder``, verified first: onnxruntime for ORT-format
+    bundles, OpenVINO for IR bundles."""
     folder = Path(folder)
     manifest = verify(folder)
+    io = json.loads((folder / "io.json").read_text())
+    if manifest["format"] == "openvino":
+        return OpenVinoSession(folder / manifest["model_file"], threads), io
+    if manifest["format"] != "ort":
+        raise BundleError(f"a {manifest['format']} bundle runs on its own runtime (e.g. executorch.runtime), not here")
+    import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(folder / manifest["model_file"]), sess_options=so,
                                    providers=["CPUExecutionProvider"])
-    return session, json.loads((folder / "io.json").read_text())
+    return session, io
 
 
 def encode_text(folder, texts):
