@@ -117,3 +117,16 @@ def test_bad_load_specs_say_what_is_wrong() -> None:
         LoadSpec("m", url="localhost", concurrency=1).check()
     with pytest.raises(HastenError, match="cannot reach"):
         run_load(LoadSpec("m", url="127.0.0.1:1", concurrency=1, duration_s=1), progress=False)
+
+
+@pytest.mark.slow
+def test_grpc_load_carries_the_servers_timing_in_trailing_metadata(tmp_path: Path) -> None:
+    from tests.serve.helpers import free_port
+
+    linear_repo(tmp_path)
+    grpc_port = free_port()
+    with serving(tmp_path, grpc_port=grpc_port):
+        report = run_load(LoadSpec("lin", url=f"127.0.0.1:{grpc_port}", protocol="grpc", concurrency=2,
+                                   duration_s=None, requests=60), progress=False)
+    assert report.ok == report.requests == 60 and not report.errors
+    assert report.ledger_ms["p50"]["compute"] > 0 and report.ledger_ms["p50"]["network + protocol"] > 0
