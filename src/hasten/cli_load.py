@@ -19,7 +19,7 @@ def loadtest(
     concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="Closed loop: requests in flight."),
     rate: Optional[float] = typer.Option(None, "--rate", "-r", help="Open loop: Poisson arrivals per second."),
     trace: Optional[Path] = typer.Option(None, "--trace", help="Open loop: replay a file of arrival timestamps (s, one per line)."),
-    duration: Optional[float] = typer.Option(10.0, "--duration", "-d", help="Seconds of load (0: unbounded, needs --requests)."),
+    duration: Optional[float] = typer.Option(None, "--duration", "-d", help="Seconds of load (default 10; a trace: all of it)."),
     requests: Optional[int] = typer.Option(None, "--requests", "-n", help="Stop after this many requests."),
     processes: int = typer.Option(1, "--processes", help="Load generator processes."),
     batch_size: int = typer.Option(1, "--batch-size", help="Examples per request."),
@@ -32,6 +32,8 @@ def loadtest(
     """Load a served model: closed loop, Poisson or a trace; latency percentiles and the ledger."""
     from hasten.loadgen import LoadSpec, run_load
 
+    if duration is None and requests is None and trace is None:
+        duration = 10.0
     spec = LoadSpec(model, url, protocol, concurrency, rate, trace, duration or None, requests, processes, batch_size,
                     data, seed, max_in_flight)
     load = (f"concurrency {concurrency}" if concurrency else f"{rate:g}/s Poisson" if rate else f"trace {trace}")
