@@ -54,7 +54,9 @@ def print_report(r: Any) -> None:
     from rich.table import Table
 
     con = stdout_console()
-    t = Table(title=f"load test: {r.mode} loop, {r.protocol}")
+    mode = {"closed": f"closed loop, concurrency {r.concurrency}", "open": "open loop, Poisson arrivals",
+            "trace": "trace replay"}.get(r.mode, r.mode)
+    t = Table(title=f"load test: {mode}, {r.protocol}")
     for col in ("requests", "ok", "req/s", "offered/s", "sent/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
                 "client CPU"):
         t.add_column(col, justify="right")
