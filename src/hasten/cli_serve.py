@@ -27,6 +27,7 @@ def serve(
     threads: Optional[int] = typer.Option(None, "--threads", help="Single model: intra-op threads per instance."),
     inline: bool = typer.Option(True, "--inline/--no-inline", help="Single model, one instance: a batch that finds the server idle runs on the event loop's thread (saves two thread wake-ups)."),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body accepted (413 beyond)."),
+    idle_timeout_s: float = typer.Option(60.0, "--idle-timeout-s", help="Close an HTTP connection silent this long with no request in progress."),
 ) -> None:
     """Serve models with dynamic batching over the KServe v2 / Triton HTTP protocol."""
     from hasten.serve.http import run_http
@@ -45,7 +46,7 @@ def serve(
 
     stderr_console().print(f"loading and warming up {len(entries)} model(s)…", highlight=False)
     run_http(ModelServer(entries), host, http_port, int(max_body_mb * 1024 * 1024), on_ready=ready,
-             grpc_port=grpc_port or None, metrics_port=metrics_port or None).run()
+             grpc_port=grpc_port or None, metrics_port=metrics_port or None, idle_timeout_s=idle_timeout_s).run()
 
 
 def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: float, queue: int, instances: int,

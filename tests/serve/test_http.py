@@ -216,3 +216,19 @@ def test_the_batching_knobs_can_be_read_and_changed_live(served: tuple) -> None:
     status, _, body = _raw(client, "POST", "/v2/models/lin/batching", b'{"batch_cap": -1}')
     assert status == 400 and "batch_cap" in body["error"]
     _raw(client, "POST", "/v2/models/lin/batching", b'{"max_queue_delay_ms": 1, "batch_cap": 0}')  # back as configured
+
+
+def test_silent_connections_are_closed_and_the_server_goes_on(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    linear_repo(tmp_path)
+    with serving(tmp_path, idle_timeout_s=0.4) as port:
+        idle = socket.create_connection(("127.0.0.1", port), timeout=10)            # says nothing
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        slow.sendall(b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: t\r\nContent-Le")  # stops half-way
+        t0 = time.monotonic()
+        assert idle.recv(1) == b"" and slow.recv(1) == b""  # closed by the server (recv blocks until then)
+        assert time.monotonic() - t0 < 8.0
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+        assert client.is_server_live()

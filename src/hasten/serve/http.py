@@ -211,6 +211,7 @@ class _Connection(asyncio.Protocol):
         self.can_write = asyncio.Event()
         self.can_write.set()
         self._url, self._headers, self._body, self._size, self._too_big = b"", {}, [], 0, False
+        self.last_activity = time.monotonic()
 
     # ------------------------------------------------------------------ transport events
 
@@ -233,6 +234,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         import httptools
 
+        self.last_activity = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -307,6 +309,7 @@ class _Connection(asyncio.Protocol):
                     self.transport.resume_reading()
         finally:
             self.task = None
+            self.last_activity = time.monotonic()
             self.front.connection_idle()
 
     def _refuse(self, status: int, message: str, hint: str) -> None:
@@ -342,8 +345,9 @@ class HttpFront:
     socket, and on SIGTERM/SIGINT (or ``should_exit``) stops accepting, answers every request
     already read, closes the connections, then drains the batchers and exits."""
 
-    def __init__(self, app: HttpApp, sock: socket.socket) -> None:
+    def __init__(self, app: HttpApp, sock: socket.socket, idle_timeout_s: float = 60.0) -> None:
         self.app, self.sock = app, sock
+        self.idle_timeout_s = idle_timeout_s   # a connection silent this long (no request in progress) is closed
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._should_exit = False
@@ -369,12 +373,25 @@ class HttpFront:
                 loop.add_signal_handler(sig, self._signalled, sig)
         await self.app.start()
         server = await loop.create_server(lambda: _Connection(self), sock=self.sock, backlog=2048)
+        reaper = loop.create_task(self._reap_idle(), name="hasten-http-idle")
         if self.app.on_ready is not None:
             self.app.on_ready()
         try:
             await self._exit.wait()
         finally:
+            reaper.cancel()
             await self._shutdown(server)
+
+    async def _reap_idle(self) -> None:
+        """Close connections silent for ``idle_timeout_s`` with nothing being answered: idle
+        keep-alives and clients that stopped half-way through a request (slowloris) must not hold
+        sockets forever. A scan every few seconds, no timer per request."""
+        while True:
+            await asyncio.sleep(min(5.0, self.idle_timeout_s / 2))
+            cutoff = time.monotonic() - self.idle_timeout_s
+            for conn in list(self.connections):
+                if conn.task is None and not conn.pending and conn.last_activity < cutoff and not conn.closed:
+                    conn.transport.close()
 
     async def _shutdown(self, server: Any) -> None:
         self.stopping = True
@@ -416,7 +433,8 @@ class HttpFront:
 
 
 def run_http(server: ModelServer, host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = MAX_BODY_BYTES,
-             on_ready: Any = None, grpc_port: int | None = None, metrics_port: int | None = None) -> HttpFront:
+             on_ready: Any = None, grpc_port: int | None = None, metrics_port: int | None = None,
+             idle_timeout_s: float = 60.0) -> HttpFront:
     """The HTTP server for ``server`` (plus gRPC on ``grpc_port`` and /metrics on
     ``metrics_port``, in the same loop); ``.run()`` blocks until SIGTERM/SIGINT or
     ``should_exit = True``. The socket is bound here, before the models load."""
@@ -428,7 +446,7 @@ def run_http(server: ModelServer, host: str = "127.0.0.1", port: int = 8000, max
         raise MissingDependencyError("httptools", "serve", "hasten serve")
     app = HttpApp(server, max_body_bytes, on_ready, (host, grpc_port) if grpc_port else None,
                   (host, metrics_port) if metrics_port else None)
-    return HttpFront(app, _listen(host, port))
+    return HttpFront(app, _listen(host, port), idle_timeout_s)
 
 
 def _listen(host: str, port: int) -> socket.socket:
