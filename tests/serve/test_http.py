@@ -193,6 +193,12 @@ def test_the_http_transport_answers_pipelined_malformed_oversized_and_expect_con
     head = b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(infer)
     answers = _exchange(port, head + infer, 2)
     assert [a[0] for a in answers] == [100, 200]
+    # a chunked body is put together before it is parsed
+    half = len(infer) // 2
+    chunked = (b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"%x\r\n" % half + infer[:half] + b"\r\n" + b"%x\r\n" % (len(infer) - half) + infer[half:] + b"\r\n0\r\n\r\n")
+    [(status, _, body)] = _exchange(port, chunked, 1)
+    assert status == 200 and b'"outputs"' in body
     # HTTP/1.0 without keep-alive: answered, then closed
     [(status, headers, _)] = _exchange(port, b"GET /v2/health/ready HTTP/1.0\r\n\r\n", 1)
     assert status == 200 and headers["connection"] == "close"
