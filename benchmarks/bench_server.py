@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import hasten  # noqa: E402
+from hasten.loadgen.sync import SyncHttp  # noqa: E402
 from hasten.measure import BenchConfig, benchmark, machine_facts  # noqa: E402
 from hasten.runtime import BackendConfig  # noqa: E402
 
@@ -92,25 +93,14 @@ def _c1_process(model_path: str, dims: tuple[int, ...], threads: int, http_port:
     infer_req = (f"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nInference-Header-Content-Length: {json_len}\r\n"
                  f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
     live_req = b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    sock = socket.create_connection(("127.0.0.1", http_port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+    conn = SyncHttp("127.0.0.1", http_port)
     server_compute: list[float] = []
 
     def http(request: bytes) -> bytes:
-        sock.sendall(request)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            buf += sock.recv(65536)
-        head, rest = buf.split(b"\r\n\r\n", 1)
-        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
-        while len(rest) < length:
-            rest += sock.recv(65536)
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(head.decode())
+        head, body = conn.call(request)
         if b"compute;dur=" in head:  # the server's own account of the model's time (Server-Timing)
             server_compute.append(float(head.split(b"compute;dur=", 1)[1].split(b",", 1)[0]) / 1e3)
-        return rest
+        return body
 
     stub = pbg.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
     grpc_req = pb.ModelInferRequest(model_name="mlp")

@@ -7,7 +7,6 @@ needs only onnxruntime and numpy. `load_bundle` verifies the checksums before it
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hasten.compress.manifest import sha256
 from hasten.core import HastenError
 
 FORMATS = ("ort", "openvino", "executorch")
@@ -40,14 +40,6 @@ class Bundle:
     @property
     def model_path(self) -> Path:
         return self.folder / self.manifest["model_file"]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_bundle(model: Any, out: str | Path, fmt: str = "ort", optimization: str = "all", target_platform: str = "arm",

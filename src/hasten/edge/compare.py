@@ -4,7 +4,6 @@ and the payload's transfer time at a stated bandwidth. Which wins at p50 and p99
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -72,6 +71,7 @@ def measure_cloud(model: str, feed: dict[str, np.ndarray], outputs: list[str], s
                   max_runs: int = 2000) -> tuple[Side, int, int]:
     """`hasten serve MODEL` (window 0, 1 thread) in its own process; a keep-alive HTTP client with
     binary tensors. Returns (latency, request bytes, response bytes)."""
+    from hasten.loadgen.sync import SyncHttp
     from hasten.loadgen.worker import HttpClient, Target
     from hasten.plan.tune import LiveServer
 
@@ -79,25 +79,15 @@ def measure_cloud(model: str, feed: dict[str, np.ndarray], outputs: list[str], s
     try:
         name = _served_name(server.port)
         request = HttpClient(Target("127.0.0.1", server.port, "http", name, "", tuple(outputs))).encode(feed)
-        sock = socket.create_connection(("127.0.0.1", server.port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = SyncHttp("127.0.0.1", server.port)
         size = [0]
 
         def call() -> None:
-            sock.sendall(request)
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                buf += sock.recv(65536)
-            head, rest = buf.split(b"\r\n\r\n", 1)
-            length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
-            while len(rest) < length:
-                rest += sock.recv(65536)
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"the server answered {head.splitlines()[0]!r}: {rest[:300]!r}")
-            size[0] = len(head) + 4 + length
+            head, body = conn.call(request)
+            size[0] = len(head) + 4 + len(body)
 
         side = _timed(call, seconds, max_runs)
-        sock.close()
+        conn.close()
         return side, len(request), size[0]
     finally:
         server.close()
