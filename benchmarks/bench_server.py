@@ -94,6 +94,7 @@ def _c1_process(model_path: str, dims: tuple[int, ...], threads: int, http_port:
                  f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
     live_req = b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     conn = SyncHttp("127.0.0.1", http_port)
+    spinning = SyncHttp("127.0.0.1", http_port, spin=True)
     server_compute: list[float] = []
 
     def http(request: bytes) -> bytes:
@@ -117,6 +118,7 @@ def _c1_process(model_path: str, dims: tuple[int, ...], threads: int, http_port:
     variants = {
         "direct": lambda: runner.run({"x": x}),
         "http": lambda: http(infer_req),
+        "http_spin": lambda: spinning.call(infer_req),
         "grpc": lambda: stub.ModelInfer(grpc_req),
         "tritonclient_http": lambda: tclient.infer("mlp", [item]),
         "http_live": lambda: http(live_req),
@@ -150,7 +152,7 @@ def concurrency_1(model_path: Path, dims: tuple[int, ...], threads: int, rounds:
         p.join()
     finally:
         s.close()
-    for key in ("http", "grpc", "tritonclient_http"):
+    for key in ("http", "http_spin", "grpc", "tritonclient_http"):
         result[key]["overhead_ms"] = result[key]["p50_ms"] - result["direct"]["p50_ms"]
     return result
 
@@ -337,6 +339,7 @@ def _table(result: dict) -> None:
 
     names = {"direct": "in-process runner, batch 1", "server_compute": "  model time inside the server (Server-Timing)",
              "http": "HTTP, binary tensors (lean client)",
+             "http_spin": "HTTP, the same client busy-polling its socket",
              "grpc": "gRPC (lean client: the protocol's stub)", "tritonclient_http": "HTTP, tritonclient",
              "http_live": "HTTP GET /v2/health/live (transport floor)", "grpc_live": "gRPC ServerLive (transport floor)"}
     for key, what in (("c1", f"MLP {'→'.join(map(str, DIMS))}"), ("c1_tiny", f"one {TINY[0]}×{TINY[1]} Gemm")):
