@@ -23,6 +23,7 @@ def serve(
     max_batch_size: int = typer.Option(8, "--max-batch-size", help="Single model: the largest batch the batcher forms."),
     max_queue_delay_ms: float = typer.Option(2.0, "--max-queue-delay-ms", help="Single model: the batching window (from the oldest queued request)."),
     max_queue_size: int = typer.Option(0, "--max-queue-size", help="Single model: requests queued at most (0: unbounded); more get 503."),
+    slo_p99_ms: Optional[float] = typer.Option(None, "--slo-p99-ms", help="Single model: let the SLO controller set the window and batch cap to keep p99 under this."),
     instances: Optional[int] = typer.Option(None, "--instances", help="Runner instances (threads); for a repository it overrides every model's config (default there: the config's)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Single model: intra-op threads per instance."),
     inline: bool = typer.Option(True, "--inline/--no-inline", help="Single model, one instance: a batch that finds the server idle runs on the event loop's thread (saves two thread wake-ups)."),
@@ -34,7 +35,7 @@ def serve(
     from hasten.serve.server import ModelServer
 
     entries = _serve_entries(source, backend, max_batch_size, max_queue_delay_ms, max_queue_size, instances or 1, threads,
-                             inline, instances is not None)
+                             inline, instances is not None, slo_p99_ms)
     names = ", ".join(f"{n} ({e.config.backend}, max batch {e.config.max_batch_size}, {e.config.instances} instance(s))"
                       for n, e in entries.items())
 
@@ -50,7 +51,8 @@ def serve(
 
 
 def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: float, queue: int, instances: int,
-                   threads: int | None, inline: bool = True, instances_set: bool = False) -> dict[str, Any]:
+                   threads: int | None, inline: bool = True, instances_set: bool = False,
+                   slo_p99_ms: float | None = None) -> dict[str, Any]:
     from hasten.serve.repository import DynamicBatching, ModelConfig, ModelEntry, check_name, load_entry, load_repository
 
     path = Path(source)
@@ -76,7 +78,8 @@ def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: flo
     try:
         config = ModelConfig(backend=backend, max_batch_size=max_batch_size, instances=instances, threads=threads,
                              inline_when_idle=inline,
-                             dynamic_batching=DynamicBatching(max_queue_delay_ms=delay_ms, max_queue_size=queue))
+                             dynamic_batching=DynamicBatching(max_queue_delay_ms=delay_ms, max_queue_size=queue,
+                                                              slo_p99_ms=slo_p99_ms))
     except Exception as exc:  # pydantic's ValidationError: say which flag
         raise HastenError(f"bad serving flags: {exc}") from None
     return {name: ModelEntry(name, {1: m.path}, config, "file")}

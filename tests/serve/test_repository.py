@@ -115,3 +115,15 @@ def test_a_model_with_a_fixed_batch_dimension_is_served_without_batching_or_refu
         return outputs["y"]
 
     assert asyncio.run(main()).tolist() == [[0.0, 0.0, 2.0]]
+
+
+def test_single_model_flags_become_its_config_including_the_slo(tmp_path: Path) -> None:
+    from hasten.cli_serve import _serve_entries
+
+    make_linear_onnx(tmp_path / "lin.onnx")
+    entries = _serve_entries(str(tmp_path / "lin.onnx"), "ort-cpu", 16, 1.5, 64, 1, 1, slo_p99_ms=40.0)
+    cfg = entries["lin"].config
+    assert cfg.max_batch_size == 16 and cfg.dynamic_batching.max_queue_delay_ms == 1.5
+    assert cfg.dynamic_batching.max_queue_size == 64 and cfg.dynamic_batching.slo_p99_ms == 40.0
+    with pytest.raises(HastenError, match="bad serving flags"):
+        _serve_entries(str(tmp_path / "lin.onnx"), "ort-cpu", 16, 1.5, 64, 1, 1, slo_p99_ms=-1.0)
