@@ -109,8 +109,7 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._gaps: deque[float] = deque(maxlen=8)    # recent inter-arrival times (s)
         self._last_arrival: float | None = None
-        self._compute_ewma = 0.0                      # recent batch compute time (s)
-        self.compute_by_size: dict[int, float] = {}   # batch size -> recent compute time (s), for controllers
+        self.compute_by_size: dict[int, float] = {}   # batch size -> recent compute time (s)
         self.arrivals = 0                             # requests submitted, ever
         self.requests_in_flight: Callable[[], int] | None = None  # the front ends' count of requests being answered
         self._timer: asyncio.TimerHandle | None = None
@@ -162,6 +161,10 @@ class Batcher:
         if self._loop is not None:
             self._kick()
         return self.config
+
+    @property
+    def instances(self) -> int:
+        return len(self._runners)
 
     @property
     def queued(self) -> int:
@@ -292,23 +295,14 @@ class Batcher:
             waited = started - p.arrival
             busy = min(max(0.0, free_at - p.arrival), waited)
             p.payload.timings.queue_s, p.payload.timings.window_s = waited, waited - busy
-        if self._inline_ok():
-            try:
-                result: Any = _compute(self._runners[instance], requests, self._variable, self._token_outputs,
-                                       self.pad_values, self.clock)
-                error = None
-            except Exception as exc:  # noqa: BLE001 - becomes its batch's error
-                result, error = None, exc
-            self._free.append(instance)
-            self._free_at[instance] = self.clock()
-            self._inflight -= 1
-            self._deliver(requests, result, error)
+        if self._inline_ok(sum(r.size for r in requests)):
+            self._release(instance, requests, *self._run(instance, requests))  # _kick, our caller, goes on
             return
         self._jobs[instance].put(requests)
 
-    def _inline_ok(self) -> bool:
+    def _inline_ok(self, size: int) -> bool:
         """Compute on the loop's thread? Only with one instance, nothing else queued, and
-        requests arriving further apart (median of the last 8 gaps) than a batch takes: then
+        requests arriving further apart (median of the last 8 gaps) than a batch of this size takes (compute_by_size): then
         the next request most likely comes after this one is done, blocking the loop delays
         nobody, and two thread wake-ups (~0.1 ms on a VM) are saved. Under load the gaps shrink
         below the compute time (a burst read after a blocked loop shows gaps of microseconds)
@@ -323,37 +317,46 @@ class Batcher:
         if not self._gaps:
             return True
         gaps = sorted(self._gaps)
-        return gaps[len(gaps) // 2] > self._compute_ewma
+        return gaps[len(gaps) // 2] > self.compute_by_size.get(size, 0.0)
 
     def _instance(self, instance: int) -> None:
         """An instance's own thread: take a batch, compute it (ONNX Runtime releases the GIL),
         hand the result back to the loop in one call. A dedicated thread per instance and one
         wake-up each way is the cheapest hand-off asyncio allows (no executor, no chained futures)."""
-        runner, jobs, loop = self._runners[instance], self._jobs[instance], self._loop
+        jobs, loop = self._jobs[instance], self._loop
         while True:
             requests = jobs.get()
             if requests is None:
                 return
-            try:
-                result: Any = _compute(runner, requests, self._variable, self._token_outputs, self.pad_values, self.clock)
-                error = None
-            except BaseException as exc:  # noqa: BLE001 - becomes its batch's error
-                result, error = None, exc
+            result, error = self._run(instance, requests)
             try:
                 loop.call_soon_threadsafe(self._finish, instance, requests, result, error)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 return
 
-    def _finish(self, instance: int, requests: list[_Request], result: Any, exc: BaseException | None) -> None:
+    def _run(self, instance: int, requests: list[_Request]) -> tuple[Any, Exception | None]:
+        """(result, None) or (None, the error that becomes the batch's answer); on any thread."""
+        try:
+            return _compute(self._runners[instance], requests, self._variable, self._token_outputs, self.pad_values,
+                            self.clock), None
+        except Exception as exc:  # noqa: BLE001 - becomes its batch's error
+            return None, exc
+
+    def _release(self, instance: int, requests: list[_Request], result: Any, exc: Exception | None) -> None:
+        """The instance is free again and the batch's requests get their answers."""
         self._free.append(instance)
         self._free_at[instance] = self.clock()
         self._inflight -= 1
+        self._deliver(requests, result, exc)
+
+    def _finish(self, instance: int, requests: list[_Request], result: Any, exc: Exception | None) -> None:
+        """A batch back from its instance thread: release it, then decide what runs next."""
         try:
-            self._deliver(requests, result, exc)
+            self._release(instance, requests, result, exc)
         finally:
             self._kick()
 
-    def _deliver(self, requests: list[_Request], result: Any, exc: BaseException | None) -> None:
+    def _deliver(self, requests: list[_Request], result: Any, exc: Exception | None) -> None:
         if exc is not None:
             error = exc if isinstance(exc, ServeError) else BackendFailure(f"inference failed: {exc}")
             self.stats.failed(error.reason, len(requests))
@@ -361,7 +364,6 @@ class Batcher:
                 _fail(r, error)
             return
         results, seconds = result
-        self._compute_ewma = seconds if not self.stats.executions else 0.7 * self._compute_ewma + 0.3 * seconds
         total = sum(r.size for r in requests)
         known = self.compute_by_size.get(total)
         self.compute_by_size[total] = seconds if known is None else 0.8 * known + 0.2 * seconds

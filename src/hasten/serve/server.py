@@ -161,7 +161,7 @@ class ModelServer:
         cfg = m.batcher.config
         return {"max_batch_size": cfg.max_batch_size, "batch_cap": cfg.formation_max,
                 "max_queue_delay_ms": cfg.max_queue_delay_s * 1e3, "preferred_batch_sizes": list(cfg.preferred_batch_sizes),
-                "instances": len(m.batcher._runners), "slo_controller": None if m.controller is None else {
+                "instances": m.batcher.instances, "slo_controller": None if m.controller is None else {
                     "target_ms": m.controller.policy.target_s * 1e3, "slo_ms": m.controller.policy.slo_s * 1e3,
                     "history": [vars(d) for d in m.controller.history[-2000:]]}}
 
