@@ -304,8 +304,8 @@ class Batcher:
         """Compute on the loop's thread? Only with one instance, nothing else queued, and
         requests arriving further apart (median of the last 8 gaps) than a batch of this size
         takes (``compute_by_size``): then the next request most likely comes after this one is
-        done, blocking the loop delays
-        nobody, and two thread wake-ups (~0.1 ms on a VM) are saved. Under load the gaps shrink
+        done, blocking the loop delays nobody, and two thread wake-ups (~0.1 ms on a VM) are
+        saved. Under load the gaps shrink
         below the compute time (a burst read after a blocked loop shows gaps of microseconds)
         and batches go back to the instance thread, so parsing overlaps computing again. The
         front ends also say how many requests they are answering (``requests_in_flight``): a
