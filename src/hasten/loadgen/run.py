@@ -16,9 +16,8 @@ import numpy as np
 from hasten.core import HastenError, TensorSpec
 from hasten.loadgen.report import LoadReport, summarise
 from hasten.loadgen.schedule import poisson_arrivals, split_round_robin, trace_arrivals
-from hasten.loadgen.worker import WIRE, Plan, Target, worker_main
-
-NUMPY = {v: k for k, v in WIRE.items()}
+from hasten.loadgen.worker import Plan, Target, worker_main
+from hasten.serve.tensors import DATATYPES
 
 
 @dataclass
@@ -93,10 +92,10 @@ def fetch_inputs(spec: LoadSpec) -> tuple[tuple[TensorSpec, ...], tuple[str, ...
         raise HastenError(f"cannot reach {spec.url}: {exc}", hint="is the server running? (hasten serve …)") from None
     specs = []
     for item in doc.get("inputs", []):
-        if item["datatype"] not in NUMPY:
+        if item["datatype"] not in DATATYPES or item["datatype"] == "BYTES":
             raise HastenError(f"input '{item['name']}' is {item['datatype']}; the load generator sends numeric tensors",
-                              hint="give --data with the model's inputs")
-        specs.append(TensorSpec(item["name"], NUMPY[item["datatype"]], tuple(int(d) for d in item["shape"])))
+                              hint="drive a model with text inputs with tritonclient or perf_analyzer")
+        specs.append(TensorSpec(item["name"], DATATYPES[item["datatype"]], tuple(int(d) for d in item["shape"])))
     return tuple(specs), tuple(o["name"] for o in doc.get("outputs", []))
 
 

@@ -13,13 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from hasten.core import HastenError
+from hasten.serve.tensors import array_wire_type, from_raw
+
 # per-request columns, all in seconds (nan where not applicable)
 COLUMNS = ("scheduled", "sent", "end", "client_ser", "round_trip", "client_deser",
            "server_deser", "queue", "window", "compute", "server_ser", "batch")
-WIRE = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32",
-        "int16": "INT16", "int8": "INT8", "uint8": "UINT8", "bool": "BOOL", "uint16": "UINT16",
-        "uint32": "UINT32", "uint64": "UINT64"}
-
 
 @dataclass
 class Target:
@@ -80,7 +79,7 @@ class HttpClient:
                      + "/infer").encode()
 
     def encode(self, inputs: dict[str, np.ndarray]) -> bytes:
-        header = {"inputs": [{"name": n, "shape": list(a.shape), "datatype": WIRE[a.dtype.name],
+        header = {"inputs": [{"name": n, "shape": list(a.shape), "datatype": array_wire_type(a),
                               "parameters": {"binary_data_size": a.nbytes}} for n, a in inputs.items()],
                   "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in self.target.outputs]}
         head = json.dumps(header, separators=(",", ":")).encode()
@@ -130,8 +129,8 @@ class HttpClient:
         for out in doc.get("outputs", []):
             size = out.get("parameters", {}).get("binary_data_size")
             if size is not None:
-                dtype = {v: k for k, v in WIRE.items()}.get(out["datatype"], "float32")
-                outputs[out["name"]] = np.frombuffer(body[pos:pos + size], dtype=dtype).reshape(out["shape"])
+                outputs[out["name"]] = from_raw(memoryview(body)[pos:pos + size], out["datatype"], tuple(out["shape"]),
+                                                out["name"])
                 pos += size
             else:
                 outputs[out["name"]] = np.asarray(out.get("data"))
@@ -158,7 +157,7 @@ class GrpcClient:
     def encode(self, inputs: dict[str, np.ndarray]) -> Any:
         req = self.pb.ModelInferRequest(model_name=self.target.model, model_version=self.target.version)
         for name, a in inputs.items():
-            req.inputs.add(name=name, datatype=WIRE[a.dtype.name], shape=list(a.shape))
+            req.inputs.add(name=name, datatype=array_wire_type(a), shape=list(a.shape))
             req.raw_input_contents.append(np.ascontiguousarray(a).tobytes())
         for name in self.target.outputs:
             req.outputs.add(name=name)
@@ -175,8 +174,7 @@ class GrpcClient:
 
     def decode(self, trailing: Any, response: Any) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         timing = parse_server_timing(dict(trailing or ()).get("server-timing", ""))
-        dtypes = {v: k for k, v in WIRE.items()}
-        outputs = {o.name: np.frombuffer(raw, dtype=dtypes.get(o.datatype, "float32")).reshape(list(o.shape))
+        outputs = {o.name: from_raw(raw, o.datatype, tuple(o.shape), o.name)
                    for o, raw in zip(response.outputs, response.raw_output_contents)}
         return timing, outputs
 
@@ -216,11 +214,12 @@ async def run_plan(target: Target, plan: Plan) -> dict[str, Any]:
                          timing.get("compute", nan), timing.get("ser", nan), timing.get("batch", nan)))
             ok.append(True)
             errors.append("")
-        except (Failed, asyncio.TimeoutError) as exc:
+        except (Failed, asyncio.TimeoutError, HastenError) as exc:
             t_end = time.perf_counter()
             rows.append((scheduled, t_start - base, t_end - base) + (nan,) * (len(COLUMNS) - 3))
             ok.append(False)
-            errors.append(exc.kind if isinstance(exc, Failed) else "client timeout")
+            errors.append(exc.kind if isinstance(exc, Failed) else "client timeout" if isinstance(exc, asyncio.TimeoutError)
+                          else "malformed response")
 
     if plan.mode == "closed":
         deadline = None if plan.duration_s is None else base + plan.duration_s
