@@ -146,8 +146,6 @@ def run_bundle(
     bench: int = typer.Option(0, "--bench", help="Time this many runs: p50/p99."),
 ) -> None:
     """Verify a bundle's checksums and run it."""
-    import time
-
     import numpy as np
 
     from hasten.edge.bundle import load_bundle
@@ -168,14 +166,11 @@ def run_bundle(
     for name, value in outputs.items():
         con.print(f"{name}: {value.dtype} {list(value.shape)}", highlight=False)
     if bench:
-        times = []
-        for _ in range(bench):
-            t = time.perf_counter()
-            runner.run(feed)
-            times.append(time.perf_counter() - t)
-        times.sort()
-        con.print(f"p50 {times[len(times) // 2] * 1e3:.3f} ms  p99 {times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3:.3f} ms "
-                  f"({bench} runs, {threads} thread(s))", highlight=False)
+        from hasten.edge.compare import time_calls
+
+        side = time_calls(lambda: runner.run(feed), max_runs=bench)
+        con.print(f"p50 {side.p50_ms:.3f} ms  p99 {side.p99_ms:.3f} ms ({side.runs} runs, {threads} thread(s))",
+                  highlight=False)
     if output is not None:
         np.savez(output, **outputs)
         stderr_console().print(f"wrote {output}", highlight=False)

@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 
 from hasten.compress.manifest import sha256
 from hasten.core import HastenError
+from hasten.measure.machine import versions
 
 FORMATS = ("ort", "openvino", "executorch")
 LEVELS = ("basic", "extended", "all")
@@ -83,7 +83,7 @@ def export_bundle(model: Any, out: str | Path, fmt: str = "ort", optimization: s
         manifest = {"bundle_version": 1, "format": fmt, "model_file": model_file, "model": model.name,
                     "source": {"path": str(source), "sha256": sha256(source), "size": source.stat().st_size},
                     "recipe": {"optimization": optimization, "target_platform": target_platform, **(recipe or {}), **extra},
-                    "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "versions": {**versions(), "python": platform.python_version()}, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "files": files}
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     except Exception:
@@ -166,21 +166,6 @@ def _executorch(model: Any, out: Path) -> tuple[str, dict[str, Any]]:
     from hasten.edge.executorch import export_pte
 
     return export_pte(model, out)
-
-
-def _versions() -> dict[str, str]:
-    from hasten import __version__
-
-    versions = {"hasten": __version__, "python": platform.python_version()}
-    for name in ("onnxruntime", "onnx", "numpy", "openvino"):
-        mod = sys.modules.get(name)
-        if mod is None:
-            try:
-                mod = __import__(name)
-            except ImportError:
-                continue
-        versions[name] = getattr(mod, "__version__", "?")
-    return versions
 
 
 def verify_bundle(folder: str | Path) -> dict[str, Any]:

@@ -47,7 +47,9 @@ class Comparison:
         return d
 
 
-def _timed(fn: Any, seconds: float, max_runs: int) -> Side:
+def time_calls(fn: Any, seconds: float = float("inf"), max_runs: int = 2000) -> Side:
+    """p50/p99 of ``fn()`` after 5 warm-up calls: for ``seconds`` (at least 20 calls) or
+    ``max_runs`` calls, whichever ends first."""
     for _ in range(5):
         fn()
     times: list[float] = []
@@ -64,7 +66,7 @@ def measure_edge(bundle: str, feed: dict[str, np.ndarray], seconds: float = 3.0,
     from hasten.edge.bundle import load_bundle
 
     runner = load_bundle(bundle, threads=1)
-    return _timed(lambda: runner.run(feed), seconds, max_runs)
+    return time_calls(lambda: runner.run(feed), seconds, max_runs)
 
 
 def measure_cloud(model: str, feed: dict[str, np.ndarray], outputs: list[str], seconds: float = 3.0,
@@ -86,7 +88,7 @@ def measure_cloud(model: str, feed: dict[str, np.ndarray], outputs: list[str], s
             head, body = conn.call(request)
             size[0] = len(head) + 4 + len(body)
 
-        side = _timed(call, seconds, max_runs)
+        side = time_calls(call, seconds, max_runs)
         conn.close()
         return side, len(request), size[0]
     finally:

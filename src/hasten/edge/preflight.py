@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +47,12 @@ class Preflight:
         return "runs entirely"
 
 
-def graph_ops(path: str | Path) -> Counter:
+def graph_ops(path_or_model: Any) -> Counter:
+    """(domain, op type) -> count, subgraphs included, of an ONNX file or ModelProto."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(str(path_or_model),
+                                                                                      load_external_data=False)
     ops: Counter = Counter()
 
     def walk(graph: Any) -> None:
@@ -65,21 +66,14 @@ def graph_ops(path: str | Path) -> Counter:
 
 
 def ort_optimized_ops(path: str | Path, level: str = "all") -> tuple[Counter | None, str | None]:
-    """The operators of ONNX Runtime's optimised graph, or (None, the load error)."""
-    import onnxruntime as ort
+    """The operators of ONNX Runtime's optimised graph (NCHWc layouts left out, as for an arm
+    bundle), or (None, the load error)."""
+    from hasten.runtime.onnxruntime import optimized_graph
 
-    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-    with tempfile.TemporaryDirectory(prefix="hasten-preflight-") as tmp:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = levels[level]
-        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        try:
-            ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"],
-                                 disabled_optimizers=["NchwcTransformer"])
-        except Exception as exc:  # ORT's own exception types
-            return None, str(exc).strip().splitlines()[0][:300]
-        return graph_ops(Path(tmp) / "optimized.onnx"), None
+    try:
+        return graph_ops(optimized_graph(path, level, disabled_optimizers=("NchwcTransformer",))), None
+    except Exception as exc:  # noqa: BLE001 - ORT's own exception types; the message names the operator
+        return None, str(exc).strip().splitlines()[0][:300]
 
 
 def ep_table(name: str) -> dict[tuple[str, str], str]:

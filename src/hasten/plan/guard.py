@@ -88,18 +88,9 @@ def why_not_faster(manifest: dict[str, Any], backend: str, rows: tuple[SpeedRow,
 
 def float_islands(path: Path, backend: str, threads: int) -> int:
     """DequantizeLinear nodes left in the graph ONNX Runtime actually runs."""
-    import tempfile
+    from hasten.runtime.onnxruntime import optimized_graph
 
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
-        opts.log_severity_level = 3
-        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        graph = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
+    graph = optimized_graph(path, threads=threads).graph
     consumers: dict[str, list[Any]] = {}
     for n in graph.node:
         for i in n.input:

@@ -63,6 +63,23 @@ def session_options(config: BackendConfig) -> Any:
     return opts
 
 
+def optimized_graph(path: Any, level: str = "all", threads: int = 1, disabled_optimizers: tuple[str, ...] = ()) -> Any:
+    """The model ONNX Runtime's CPU provider actually executes after its graph optimisations at
+    ``level`` (fusions, contrib ops), read back (without weights) from the file it saves.
+    ONNX Runtime's own load error propagates: it names what could not be loaded."""
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="hasten-optimized-") as tmp:
+        opts = session_options(BackendConfig(threads=threads, graph_optimization=level))
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        _ort().InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers) or None)
+        return onnx.load(opts.optimized_model_filepath, load_external_data=False)
+
+
 def open_session(path: Any, backend: str, config: BackendConfig, options: Any = None) -> Any:
     """An InferenceSession on ``backend``'s provider (``options`` default: `session_options`).
     A missing provider, an unloadable model, or a silent fall back to another provider (unless
