@@ -390,7 +390,7 @@ class HttpFront:
             await asyncio.sleep(min(5.0, self.idle_timeout_s / 2))
             cutoff = time.monotonic() - self.idle_timeout_s
             for conn in list(self.connections):
-                if conn.task is None and not conn.pending and conn.last_activity < cutoff and not conn.closed:
+                if not conn.busy and not conn.closed and conn.last_activity < cutoff:
                     conn.transport.close()
 
     async def _shutdown(self, server: Any) -> None:

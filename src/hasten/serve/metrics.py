@@ -32,7 +32,7 @@ class ServerMetrics:
 
     def __init__(self, server: Any) -> None:
         try:
-            from prometheus_client import CollectorRegistry, Histogram
+            from prometheus_client import CollectorRegistry, Gauge, Histogram
         except ImportError as exc:
             raise MissingDependencyError("prometheus-client", "serve", "the /metrics endpoint") from exc
         self.server = server
@@ -42,17 +42,14 @@ class ServerMetrics:
         self.latency = Histogram("hasten_request_latency_seconds",
                                  "Server-side request time: parse, queue, compute, encode",
                                  ["model", "version"], buckets=SECONDS_BUCKETS, registry=self.registry)
+        self.window = Gauge("hasten_batch_window_seconds", "Batching window set by the SLO controller",
+                            ["model", "version"], registry=self.registry)
+        self.cap = Gauge("hasten_batch_cap", "Batch size cap set by the SLO controller", ["model", "version"],
+                         registry=self.registry)
         self.registry.register(_Collector(server))
 
     def controller_gauges(self, model: str, version: str) -> Any:
         """A callback for the SLO controller: its window and batch cap as gauges."""
-        from prometheus_client import Gauge
-
-        if not hasattr(self, "window"):
-            self.window = Gauge("hasten_batch_window_seconds", "Batching window set by the SLO controller",
-                                ["model", "version"], registry=self.registry)
-            self.cap = Gauge("hasten_batch_cap", "Batch size cap set by the SLO controller", ["model", "version"],
-                             registry=self.registry)
 
         def update(knobs: Any) -> None:
             self.window.labels(model, version).set(knobs.window_s)

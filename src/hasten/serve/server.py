@@ -264,11 +264,12 @@ def _load(entry: ModelEntry) -> LoadedModel:
     sizes = range(1, batching.max_batch_size + 1) if cfg.max_batch_size > 0 else [None]
     warm = synthetic_dataset(model.inputs, size=max(1, batching.max_batch_size), dynamic_dim=16)
     warm_times: dict[int, float] = {}
+    controlled = bool(cfg.dynamic_batching and cfg.dynamic_batching.slo_p99_ms)
     for runner in runners:
         for size in sizes:
             feed = warm.batch(0, size) if size else warm.batch(0, fixed or 1)
             runner.run(feed)
-            if size and runner is runners[0]:  # a second, timed run: the controller's first compute model
+            if controlled and size and runner is runners[0]:  # timed again: the SLO controller's first compute model
                 t = time.perf_counter()
                 runner.run(feed)
                 warm_times[size] = time.perf_counter() - t
