@@ -24,7 +24,6 @@ import json
 import multiprocessing as mp
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import hasten  # noqa: E402
 from hasten.loadgen.sync import SyncHttp  # noqa: E402
 from hasten.measure import BenchConfig, benchmark, machine_facts  # noqa: E402
+from hasten.plan.tune import LiveServer  # noqa: E402
 from hasten.runtime import BackendConfig  # noqa: E402
 
 DIMS = (512, 3072, 3072, 512)
@@ -61,12 +61,6 @@ def build_mlp(path: Path, dims: tuple[int, ...] = DIMS) -> None:
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", dims[0]])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", dims[-1]])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _percentiles(values: list[float]) -> dict:
@@ -142,11 +136,11 @@ def _c1_process(model_path: str, dims: tuple[int, ...], threads: int, http_port:
 
 
 def concurrency_1(model_path: Path, dims: tuple[int, ...], threads: int, rounds: int, per_round: int) -> dict:
-    s = Served(model_path, threads, ["--max-batch-size", "32", "--max-queue-delay-ms", "0"])
+    s = serve(model_path, threads, ["--max-batch-size", "32", "--max-queue-delay-ms", "0"])
     try:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
-        p = ctx.Process(target=_c1_process, args=(str(model_path), dims, threads, s.http, s.grpc, rounds, per_round, queue))
+        p = ctx.Process(target=_c1_process, args=(str(model_path), dims, threads, s.port, s.grpc_port, rounds, per_round, queue))
         p.start()
         result = queue.get()
         p.join()
@@ -245,25 +239,15 @@ def load_python(protocol: str, url: str, concurrency: int, seconds: float) -> di
             "errors": sum(part["errors"] for part in parts), "client_cpu_cores": cpu / seconds}
 
 
-class Served:
-    def __init__(self, model: Path, threads: int, extra: list[str]) -> None:
-        self.http, self.grpc = _free_port(), _free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "hasten.cli", "serve", str(model), "--http-port",
-                                      str(self.http), "--grpc-port", str(self.grpc), "--metrics-port", "0",
-                                      "--threads", str(threads), *extra], stderr=subprocess.PIPE, text=True)
-        for line in self.proc.stderr:
-            if "ready" in line:
-                break
+def serve(model: Path, threads: int, extra: list[str]) -> LiveServer:
+    return LiveServer(str(model), extra=("--threads", str(threads), *extra), grpc=True)
 
-    def stats(self) -> dict:
-        import tritonclient.http as tc
 
-        s = tc.InferenceServerClient(f"127.0.0.1:{self.http}").get_inference_statistics("mlp")["model_stats"][0]
-        return {"inferences": s["inference_count"], "executions": s["execution_count"]}
+def stats(server: LiveServer) -> dict:
+    import tritonclient.http as tc
 
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+    s = tc.InferenceServerClient(f"127.0.0.1:{server.port}").get_inference_statistics("mlp")["model_stats"][0]
+    return {"inferences": s["inference_count"], "executions": s["execution_count"]}
 
 
 def concurrency_64(model_path: Path, threads: int, seconds: float, work: Path) -> dict:
@@ -271,14 +255,14 @@ def concurrency_64(model_path: Path, threads: int, seconds: float, work: Path) -
     result = {}
     for label, extra in (("c64_batching", ["--max-batch-size", "32", "--max-queue-delay-ms", "2"]),
                          ("c64_no_batching", ["--max-batch-size", "1", "--max-queue-delay-ms", "0"])):
-        s = Served(model_path, threads, extra)
+        s = serve(model_path, threads, extra)
         try:
-            before = s.stats()
+            before = stats(s)
             if binary:
-                r = load_perf_analyzer(binary, s.http, 64, seconds, work)
+                r = load_perf_analyzer(binary, s.port, 64, seconds, work)
             else:
-                r = load_python("http", f"127.0.0.1:{s.http}", 64, seconds)
-            after = s.stats()
+                r = load_python("http", f"127.0.0.1:{s.port}", 64, seconds)
+            after = stats(s)
             r["mean_batch"] = (after["inferences"] - before["inferences"]) / max(after["executions"] - before["executions"], 1)
             result[label] = r
             print(label, {k: v for k, v in r.items() if k != "stdout_tail"}, file=sys.stderr)

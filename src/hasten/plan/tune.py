@@ -128,22 +128,29 @@ def _best(result: TuneResult) -> TunePoint | None:
 
 # ---------------------------------------------------------------------- measuring a live server
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class LiveServer:
     """`hasten serve FOLDER --instances N` in its own process on free ports; knobs set live
     through the batching endpoint."""
 
-    def __init__(self, folder: str, instances: int | None = None, extra: tuple[str, ...] = ()) -> None:
-        import socket
+    def __init__(self, folder: str, instances: int | None = None, extra: tuple[str, ...] = (), grpc: bool = False) -> None:
         import subprocess
         import sys
+        import threading
 
         from hasten.core import HastenError
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = _free_port()
+        self.grpc_port = _free_port() if grpc else 0
         self.proc = subprocess.Popen([sys.executable, "-m", "hasten.cli", "serve", folder, "--http-port", str(self.port),
-                                      "--grpc-port", "0", "--metrics-port", "0",
+                                      "--grpc-port", str(self.grpc_port), "--metrics-port", "0",
                                       *(("--instances", str(instances)) if instances else ()), *extra],
                                      stderr=subprocess.PIPE, text=True)
         lines = []
@@ -154,8 +161,6 @@ class LiveServer:
         else:
             self.proc.wait(30)
             raise HastenError(f"hasten serve {folder} did not start: " + "".join(lines[-5:]).strip())
-        import threading
-
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep draining its log
 
     def set(self, model: str, max_batch: int, window_ms: float) -> None:
