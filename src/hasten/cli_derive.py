@@ -13,6 +13,19 @@ from hasten.core import HastenError
 from hasten.core.console import stderr_console
 
 
+# The gate's options, the same for prune and distill (declared once, used by both commands)
+METRIC = typer.Option(None, "--metric", help="accuracy | cosine | nn_agreement | … [default: accuracy with labels, else cosine].")
+MIN_EXAMPLE = typer.Option(None, "--min-example", help="Also require every example's score ≥ this.")
+REQUIRE = typer.Option([], "--require", help="More bars, repeatable: METRIC>=VALUE.")
+BACKEND = typer.Option("ort-cpu", "--backend", "-b", help="Where to measure speed.")
+BATCH_SIZES = typer.Option("1,8", "--batch-sizes", help="Batch sizes for the speed check.")
+SEQ_LEN = typer.Option(None, "--seq-len", help="Token length for the speed check (default 128 for text models).")
+THREADS = typer.Option(None, "--threads", help="Intra-op threads for both models.")
+KEEP_IF_SLOWER = typer.Option(False, "--keep-if-slower", help="Write the result even if it is not faster.")
+TIME_BUDGET = typer.Option(2.0, "--time-budget-s", help="Timed seconds per batch size and model in the speed check.")
+JSON_OUT = typer.Option(None, "--json", help="Write the whole result as JSON.")
+
+
 def prune(
     model: str = typer.Argument(..., help="A model that came from torch: a built-in example or a sentence-transformers folder."),
     method: str = typer.Option("channel", "--method", "-m", help="unstructured | channel | 2:4"),
@@ -30,16 +43,16 @@ def prune(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Folder for fine-tuning checkpoints; a stopped run resumes from it."),
     no_early_stop: bool = typer.Option(False, "--no-early-stop", help="Fine-tune all steps even after the budget holds."),
     budget: str = typer.Option("1%", "--budget", help="Allowed quality drop: '1%' (relative), '1pt' / '0.01' (absolute)."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="accuracy | cosine | nn_agreement | … [default: accuracy with labels, else cosine]."),
-    min_example: Optional[float] = typer.Option(None, "--min-example", help="Also require every example's score ≥ this."),
-    require: list[str] = typer.Option([], "--require", help="More bars, repeatable: METRIC>=VALUE."),
-    backend: str = typer.Option("ort-cpu", "--backend", "-b", help="Where to measure speed."),
-    batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Batch sizes for the speed check."),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Token length for the speed check (default 128 for text models)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for both models."),
-    keep_if_slower: bool = typer.Option(False, "--keep-if-slower", help="Write the result even if it is not faster."),
-    time_budget_s: float = typer.Option(2.0, "--time-budget-s", help="Timed seconds per batch size and model in the speed check."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the whole result as JSON."),
+    metric: Optional[str] = METRIC,
+    min_example: Optional[float] = MIN_EXAMPLE,
+    require: list[str] = REQUIRE,
+    backend: str = BACKEND,
+    batch_sizes: str = BATCH_SIZES,
+    seq_len: Optional[int] = SEQ_LEN,
+    threads: Optional[int] = THREADS,
+    keep_if_slower: bool = KEEP_IF_SLOWER,
+    time_budget_s: float = TIME_BUDGET,
+    json_out: Optional[Path] = JSON_OUT,
 ) -> None:
     """Prune (unstructured, channel, 2:4), fine-tune, then gate: quality with its CI and measured speed."""
     from hasten.compress.prune import PruneConfig
@@ -74,16 +87,16 @@ def distill(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Folder for checkpoints; a stopped run resumes from it."),
     early_stop: bool = typer.Option(False, "--early-stop", help="Stop as soon as the budget holds on the held-out data."),
     budget: str = typer.Option("5%", "--budget", help="Allowed quality drop vs the teacher: '5%' (relative), '1pt' / '0.05' (absolute)."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="accuracy | cosine | nn_agreement | … [default: accuracy with labels, else cosine]."),
-    min_example: Optional[float] = typer.Option(None, "--min-example", help="Also require every example's score ≥ this."),
-    require: list[str] = typer.Option([], "--require", help="More bars, repeatable: METRIC>=VALUE."),
-    backend: str = typer.Option("ort-cpu", "--backend", "-b", help="Where to measure speed."),
-    batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Batch sizes for the speed check."),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Token length for the speed check (default 128 for text models)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for both models."),
-    keep_if_slower: bool = typer.Option(False, "--keep-if-slower", help="Write the result even if it is not faster."),
-    time_budget_s: float = typer.Option(2.0, "--time-budget-s", help="Timed seconds per batch size and model in the speed check."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the whole result as JSON."),
+    metric: Optional[str] = METRIC,
+    min_example: Optional[float] = MIN_EXAMPLE,
+    require: list[str] = REQUIRE,
+    backend: str = BACKEND,
+    batch_sizes: str = BATCH_SIZES,
+    seq_len: Optional[int] = SEQ_LEN,
+    threads: Optional[int] = THREADS,
+    keep_if_slower: bool = KEEP_IF_SLOWER,
+    time_budget_s: float = TIME_BUDGET,
+    json_out: Optional[Path] = JSON_OUT,
 ) -> None:
     """Distil a teacher into a smaller student, then gate it: quality vs the teacher and measured speed."""
     from hasten.compress.distill import DistillConfig
