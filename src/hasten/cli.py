@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from hasten.cli_common import DEFAULT_TEXT_SEQ_LEN, _batch_sizes, _load, _requirements, _split_ints
+from hasten.cli_common import _batch_sizes, _data_for, _load, _requirements, _split_ints
 from hasten.cli_derive import distill, prune
 from hasten.cli_edge import export, run_bundle
 from hasten.cli_load import loadtest, tune
@@ -77,16 +77,6 @@ def _pick(model_src: str, batch_size: int, seq_len: int | None, threads: int | N
     print_bench(results, m.name, dataset.name)
     for line in pick_lines(results):
         stdout_console().print(line, highlight=False)
-
-
-def _data_for(m: Any, data: Path | None, seq_len: int | None) -> tuple[Any, int | None]:
-    from hasten.models import default_dataset, load_dataset, synthetic_dataset
-
-    if seq_len is None and m.text_encoder is not None:
-        seq_len = DEFAULT_TEXT_SEQ_LEN
-    if data is not None:
-        return load_dataset(data, m), seq_len
-    return default_dataset(m) or synthetic_dataset(m.inputs, dynamic_dim=seq_len or 16), seq_len
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hasten.core import HastenError
@@ -56,3 +57,13 @@ def _load(source: str) -> Any:
 
     with stderr_console().status(f"loading {source} (the first load of an example exports or trains it)…"):
         return load_model(source)
+
+
+def _data_for(m: Any, data: Path | None, seq_len: int | None) -> tuple[Any, int | None]:
+    from hasten.models import default_dataset, load_dataset, synthetic_dataset
+
+    if seq_len is None and m.text_encoder is not None:
+        seq_len = DEFAULT_TEXT_SEQ_LEN
+    if data is not None:
+        return load_dataset(data, m), seq_len
+    return default_dataset(m) or synthetic_dataset(m.inputs, dynamic_dim=seq_len or 16), seq_len

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from hasten.cli_common import _load
+from hasten.cli_common import _data_for, _load
 from hasten.core import HastenError
 from hasten.core.console import stderr_console, stdout_console
 
@@ -74,7 +74,6 @@ def _int8_if_within_budget(m: Any, budget: str, data: Path | None) -> tuple[Any,
     core, so a result that is only not faster here is kept (the ratio is recorded)."""
     import tempfile
 
-    from hasten.cli import _data_for
     from hasten.compress import config_from_dict
     from hasten.plan import GateConfig, quantize_under_budget
 

@@ -54,20 +54,25 @@ class LoadSpec:
         if not host or not port.isdigit():
             raise HastenError(f"--url must be HOST:PORT, got '{self.url}'", hint="e.g. 127.0.0.1:8000 (gRPC: :8001)")
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) of ``url`` (IPv6 brackets removed); ``check()`` first."""
+        host, _, port = self.url.rpartition(":")
+        return host.strip("[]"), int(port)
+
 
 def _target(spec: LoadSpec, outputs: tuple[str, ...]) -> Target:
-    host, _, port = spec.url.rpartition(":")
-    return Target(host.strip("[]"), int(port), spec.protocol, spec.model, spec.version, outputs)
+    return Target(*spec.address, spec.protocol, spec.model, spec.version, outputs)
 
 
 def fetch_inputs(spec: LoadSpec) -> tuple[tuple[TensorSpec, ...], tuple[str, ...]]:
     """The model's input specs and output names, from the server's model metadata."""
-    host, _, port = spec.url.rpartition(":")
+    host, port = spec.address
     try:
         if spec.protocol == "http":
             import http.client
 
-            conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=10)
+            conn = http.client.HTTPConnection(host, port, timeout=10)
             path = f"/v2/models/{spec.model}" + (f"/versions/{spec.version}" if spec.version else "")
             conn.request("GET", path)
             resp = conn.getresponse()
@@ -80,7 +85,7 @@ def fetch_inputs(spec: LoadSpec) -> tuple[tuple[TensorSpec, ...], tuple[str, ...
             from google.protobuf import json_format
             from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-            with grpc.insecure_channel(f"{host}:{port}") as channel:
+            with grpc.insecure_channel(spec.url) as channel:
                 stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
                 try:
                     meta = stub.ModelMetadata(service_pb2.ModelMetadataRequest(name=spec.model, version=spec.version),

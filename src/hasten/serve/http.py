@@ -200,10 +200,8 @@ class _Connection(asyncio.Protocol):
     cancelled (the batcher drops it if it has not started)."""
 
     def __init__(self, front: "HttpFront") -> None:
-        import httptools
-
         self.front, self.app = front, front.app
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = front.parser_class(self)
         self.transport: Any = None
         self.pending: deque[tuple[str, str, dict[bytes, bytes], bytes, bool, bool, float]] = deque()
         self.task: asyncio.Task | None = None
@@ -232,14 +230,12 @@ class _Connection(asyncio.Protocol):
             self.task.cancel()
 
     def data_received(self, data: bytes) -> None:
-        import httptools
-
         self.last_activity = time.monotonic()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except self.front.upgrade_error:
             self._refuse(400, "protocol upgrades are not supported", "use HTTP/1.1 (or gRPC on the gRPC port)")
-        except httptools.HttpParserError as exc:
+        except self.front.parser_error as exc:
             self._refuse(400, f"malformed HTTP request: {exc}", "send HTTP/1.1")
 
     def pause_writing(self) -> None:
@@ -346,7 +342,11 @@ class HttpFront:
     already read, closes the connections, then drains the batchers and exits."""
 
     def __init__(self, app: HttpApp, sock: socket.socket, idle_timeout_s: float = 60.0) -> None:
+        import httptools  # the server's own dependency: imported once here, not per connection or read
+
         self.app, self.sock = app, sock
+        self.parser_class = httptools.HttpRequestParser
+        self.upgrade_error, self.parser_error = httptools.HttpParserUpgrade, httptools.HttpParserError
         self.idle_timeout_s = idle_timeout_s   # a connection silent this long (no request in progress) is closed
         self.connections: set[_Connection] = set()
         self.stopping = False
