@@ -252,3 +252,5 @@ def test_two_four_weights_are_timed_on_sparse_tensor_cores() -> None:
     row = check["layers"][0]
     assert row["supported"], row
     assert row["dense_ms"] > 0 and row["sparse_ms"] > 0
+    assert row["kernel"] in row["kernels"] and set(row["kernels"]) >= {"dense", row["kernel"]}
+    assert all(v["launch_ms"] > 0 and "graph_ms" in v for v in row["kernels"].values())

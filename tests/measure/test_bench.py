@@ -137,3 +137,20 @@ def test_median_ci_brackets_the_median() -> None:
 def test_bad_config_is_refused(kwargs) -> None:
     with pytest.raises(HastenError):
         BenchConfig(**kwargs)
+
+
+def test_report_names_the_gpu_instead_of_host_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    """A CUDA runner's row says which GPU computed it (not '0 threads'), and the title names the GPU."""
+    from dataclasses import replace
+
+    from hasten.measure.report import print_bench, summary_lines
+
+    cpu, _ = run_script(0.01, [0.002], [0.002] * 5)
+    gpu, _ = run_script(0.01, [0.001], [0.001] * 5)
+    gpu = replace(gpu, runner={**gpu.runner, "threads": 0, "device": "cuda:0", "extra": {"gpu": "Test GPU 80GB"}})
+    cpu = replace(cpu, machine={"cpu": "Test CPU"})
+    lines = summary_lines({"torch-eager": cpu, "torch-cuda": gpu})
+    assert lines[0].endswith("1 thread") and lines[1].endswith("on cuda:0")
+    print_bench({"torch-eager": cpu, "torch-cuda": gpu}, "m", "d")
+    out = capsys.readouterr().out
+    assert "Test CPU + Test GPU 80GB" in out and "cuda:0" in out

@@ -231,35 +231,101 @@ def _masked(module: Any, config: PruneConfig, tune: Callable[..., Any], torch: A
     return facts, fits
 
 
-def semi_structured_speed(weights: list[Any], torch: Any, tokens: int = 2048, repeats: int = 50) -> dict[str, Any]:
+def semi_structured_speed(weights: list[Any], torch: Any, tokens: int = 2048, repeats: int = 50,
+                          rounds: int = 5) -> dict[str, Any]:
     """On an NVIDIA GPU: each 2:4-pruned Linear weight as a dense FP16 matmul and as torch's
-    semi-structured sparse tensor (sparse tensor cores), timed with CUDA events; the ratio is
-    the speed-up 2:4 can give there. Layers the sparse kernels cannot take are reported so."""
-    from torch.sparse import to_sparse_semi_structured
+    semi-structured sparse tensor (sparse tensor cores) through each sparse kernel torch has
+    (cuSPARSELt, CUTLASS), timed with CUDA events in interleaved rounds (median per variant); the
+    best kernel's ratio is the speed-up 2:4 can give there. `launch_ms` is the host time to issue
+    one call: when it is close to the measured time the GPU waited for Python, not for the matmul.
+    Layers the sparse kernels cannot take are reported so."""
+    import statistics
+    import time
+
+    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
+
+    def timed(weight: Any, x: Any) -> tuple[float, float]:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        start.record()
+        for _ in range(repeats):
+            torch.nn.functional.linear(x, weight)
+        end.record()
+        host = (time.perf_counter() - t0) * 1e3 / repeats
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / repeats, host
 
     rows = []
     for w in weights:
         dense = w.detach().to("cuda", torch.float16)
         x = torch.randn(tokens, dense.shape[1], device="cuda", dtype=torch.float16)
-        try:
-            sparse = to_sparse_semi_structured(dense)
-        except (RuntimeError, ValueError) as exc:  # shape or dtype the kernels do not support
-            rows.append({"shape": list(dense.shape), "supported": False, "why": str(exc).splitlines()[0]})
+        variants: dict[str, Any] = {"dense": dense}
+        why = {}
+        for kernel, force_cutlass in (("cusparselt", False), ("cutlass", True)):
+            previous = SparseSemiStructuredTensor._FORCE_CUTLASS
+            SparseSemiStructuredTensor._FORCE_CUTLASS = force_cutlass
+            try:
+                variants[kernel] = to_sparse_semi_structured(dense)
+                torch.nn.functional.linear(x, variants[kernel])  # a kernel that cannot run says so here
+            except (RuntimeError, ValueError) as exc:  # shape, dtype or kernel the build does not support
+                variants.pop(kernel, None)
+                why[kernel] = str(exc).splitlines()[0][:200]
+            finally:
+                SparseSemiStructuredTensor._FORCE_CUTLASS = previous
+        if len(variants) == 1:
+            rows.append({"shape": list(dense.shape), "supported": False, "why": "; ".join(f"{k}: {v}" for k, v in why.items())})
             continue
-        times = {}
-        for label, weight in (("dense", dense), ("sparse", sparse)):
+        for weight in variants.values():  # warm-up: kernel selection, caches
             for _ in range(5):
                 torch.nn.functional.linear(x, weight)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+        gpu: dict[str, list[float]] = {k: [] for k in variants}
+        host: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(rounds):
+            for name, weight in variants.items():
+                g, h = timed(weight, x)
+                gpu[name].append(g)
+                host[name].append(h)
+        graph = {k: _graph_replay_ms(torch, weight, x, repeats) for k, weight in variants.items()}
+        ms = {k: statistics.median(v) for k, v in gpu.items()}
+        sparse = {k: v for k, v in ms.items() if k != "dense"}
+        best = min(sparse, key=sparse.get)
+        rows.append({"shape": list(dense.shape), "supported": True, "dense_ms": ms["dense"], "sparse_ms": ms[best],
+                     "kernel": best, "speedup": ms["dense"] / ms[best],
+                     "kernels": {k: {"ms": v, "launch_ms": statistics.median(host[k]), "graph_ms": graph[k]}
+                                 for k, v in ms.items()},
+                     "graph_speedup": _ratio(graph["dense"], graph[best]), "unavailable": why})
+    return {"device": torch.cuda.get_device_name(0), "tokens": tokens, "torch": torch.__version__, "layers": rows}
+
+
+def _ratio(a: float | str, b: float | str) -> float | None:
+    return a / b if isinstance(a, float) and isinstance(b, float) and b > 0 else None
+
+
+def _graph_replay_ms(torch: Any, weight: Any, x: Any, repeats: int) -> float | str:
+    """Per-call time of the matmul replayed from a CUDA graph (no host work per call: what the
+    kernel alone costs, as under TensorRT or a captured server), or why it could not be captured."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            torch.nn.functional.linear(x, weight)
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
             for _ in range(repeats):
                 torch.nn.functional.linear(x, weight)
-            end.record()
-            torch.cuda.synchronize()
-            times[label] = start.elapsed_time(end) / repeats
-        rows.append({"shape": list(dense.shape), "supported": True, "dense_ms": times["dense"],
-                     "sparse_ms": times["sparse"], "speedup": times["dense"] / times["sparse"]})
-    return {"device": torch.cuda.get_device_name(0), "tokens": tokens, "layers": rows}
+        g.replay()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(3):
+            g.replay()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / (3 * repeats)
+    except Exception as exc:  # noqa: BLE001 - a kernel that cannot be captured is a finding, not a failure
+        return f"not capturable: {str(exc).splitlines()[0][:160]}"
 
 
 # ---------------------------------------------------------------------------- structured (channels)

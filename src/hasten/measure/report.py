@@ -11,7 +11,9 @@ def print_bench(results: dict[str, BenchResult], model: str, data: str) -> None:
     from hasten.core.console import stdout_console
 
     first = next(iter(results.values()))
-    table = Table(title=f"{model} — latency (ms) per batch, {data} data, {first.machine.get('cpu', '?')}",
+    gpus = sorted({r.runner.get("extra", {}).get("gpu") for r in results.values()} - {None})
+    where = " + ".join([first.machine.get("cpu", "?"), *gpus])
+    table = Table(title=f"{model} — latency (ms) per batch, {data} data, {where}",
                   caption="±CI: half-width of the median's 95% confidence interval. min/max/std: --json.")
     for col in ("backend", "threads", "batch", "input", "p50", "p90", "p99", "mean", "±CI", "samples/s", "runs"):
         table.add_column(col, justify="left" if col in ("backend", "input") else "right")
@@ -19,7 +21,7 @@ def print_bench(results: dict[str, BenchResult], model: str, data: str) -> None:
         for r in res.results:
             s = r.stats
             shape = "×".join(str(d) for d in next(iter(r.input_shapes.values())))
-            table.add_row(name, str(res.runner.get("threads", "?")), str(r.batch_size), shape,
+            table.add_row(name, _threads(res.runner), str(r.batch_size), shape,
                           _ms(s.p50_ms), _ms(s.p90_ms), _ms(s.p99_ms), _ms(s.mean_ms), f"{100 * r.rel_ci:.1f}%",
                           f"{r.samples_per_s:,.0f}", str(s.count))
     stdout_console().print(table)
@@ -34,11 +36,13 @@ def summary_lines(results: dict[str, BenchResult]) -> list[str]:
         b1 = rs[0]
         cold = res.runner.get("cold_start_s", 0.0) * 1e3
         threads = res.runner.get("threads", "?")
+        on = (f"on {res.runner['device']}" if str(res.runner.get("device", "")).startswith("cuda")
+              else f"{threads} thread{'' if threads == 1 else 's'}")
         lines.append(
             f"{name}: batch {b1.batch_size} p50 {_ms(b1.stats.p50_ms)} ms; best throughput "
             f"{best.samples_per_s:,.0f} samples/s at batch {best.batch_size} (p50 {_ms(best.stats.p50_ms)} ms); "
             f"cold start {res.cold_start_ms:.0f} ms (setup {cold:.0f} ms + first run {b1.first_run_ms:.0f} ms); "
-            f"{threads} thread{'' if threads == 1 else 's'}"
+            f"{on}"
         )
         if best is not b1 and b1.samples_per_s > 0:
             gain = best.samples_per_s / b1.samples_per_s
@@ -52,6 +56,12 @@ def summary_lines(results: dict[str, BenchResult]) -> list[str]:
             ratio = sr.results[i].stats.p50_ms / fr.results[i].stats.p50_ms
             lines.append(f"batch {bs}: fastest {fast} ({ratio:.2f}× faster than {slow} at p50, measured interleaved)")
     return lines
+
+
+def _threads(runner: dict) -> str:
+    """CPU threads, or the GPU a CUDA runner computes on (its host threads do not set its speed)."""
+    device = str(runner.get("device", ""))
+    return device if device.startswith("cuda") else str(runner.get("threads", "?"))
 
 
 def _ms(value: float) -> str:

@@ -115,7 +115,10 @@ def print_derived(result: Any) -> None:
         con.print(f"note: {m['speed_note']}", highlight=False, soft_wrap=True)
     for row in (m.get("gpu_speed_check") or {}).get("layers", []):
         con.print(f"2:4 on {m['gpu_speed_check']['device']}, weight {row['shape']}: "
-                  + (f"{row['speedup']:.2f}× over dense FP16" if row["supported"] else f"not supported ({row['why']})"),
+                  + (f"{row['speedup']:.2f}× over dense FP16 ({row.get('kernel', 'sparse')} {row['sparse_ms']:.3f} ms vs "
+                     f"{row['dense_ms']:.3f} ms" + (f"; {row['graph_speedup']:.2f}× replayed from a CUDA graph"
+                                                     if row.get("graph_speedup") else "") + ")"
+                     if row["supported"] else f"not supported ({row['why']})"),
                   highlight=False)
     _print_guard(con, result.guard)
 
