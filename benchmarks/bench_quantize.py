@@ -59,6 +59,13 @@ def minilm(threads: int, out: Path, only_cases: str = "") -> list[dict]:
         rows.append(row)
         if r.accepted and r.verdict.passed:
             accepted[label] = (r.model, backend)
+    for label, (variant, backend) in list(accepted.items()):
+        if backend == "openvino":  # the same INT8 model on OpenVINO compiled per input shape: quality checked again
+            static = f"{label} [static shapes]"
+            row = next(r for r in rows if r["case"] == label)
+            rows.append({**row, "case": static, "backend": "openvino-static", "trail": [], "guard": None,
+                         **_quality(model, variant, data, "openvino-static", threads, row["eval_examples"])})
+            accepted[static] = (variant, "openvino-static")
     speed = _interleaved(model, data, accepted, threads)
     for row in rows:
         row.update(speed.get(row["case"], {}))
@@ -66,16 +73,33 @@ def minilm(threads: int, out: Path, only_cases: str = "") -> list[dict]:
     return rows
 
 
+def _quality(model, variant, data, backend, threads, n_eval) -> dict:  # noqa: ANN001
+    """The bar's three numbers for ``variant`` on ``backend`` over the last ``n_eval`` examples."""
+    from hasten.verify.evaluate import collect_outputs
+    from hasten.verify.metrics import cosine, nn_agreement
+
+    ev = data.select(slice(len(data) - n_eval, None), "eval")
+    cfg = BackendConfig(threads=threads)
+    ref = collect_outputs(hasten.compile(model, "ort-cpu", cfg), ev)
+    out = collect_outputs(hasten.compile(variant, backend, cfg), ev)
+    cos = cosine(out, ref)
+    mean, worst, nn = float(cos.mean()), float(cos.min()), float(nn_agreement(out, ref).mean())
+    return {"mean_cos": mean, "min_cos": worst, "nn_agreement": nn,
+            "passes_bar": mean >= 0.99 and worst >= 0.97 and nn >= 0.95}
+
+
 def _interleaved(model, data, accepted, threads) -> dict:  # noqa: ANN001
     cfg = BackendConfig(threads=threads)
-    runners = {"ORT FP32": hasten.compile(model, "ort-cpu", cfg), "OpenVINO FP32": hasten.compile(model, "openvino", cfg)}
+    runners = {"ORT FP32": hasten.compile(model, "ort-cpu", cfg), "OpenVINO FP32": hasten.compile(model, "openvino", cfg),
+               "OpenVINO FP32 [static shapes]": hasten.compile(model, "openvino-static", cfg)}
     for label, (variant, backend) in accepted.items():
         runners[label] = hasten.compile(variant, backend, cfg)
     res = compare(runners, data, BenchConfig(batch_sizes=(8,), seq_len=128, time_budget_s=8.0, min_runs=15), machine={})
     base = res["ORT FP32"].results[0].stats.p50_ms
     out = {label: {"p50_ms": r.results[0].stats.p50_ms, "p99_ms": r.results[0].stats.p99_ms,
                    "speedup_vs_ort_fp32": base / r.results[0].stats.p50_ms} for label, r in res.items()}
-    out["_baselines"] = {"ORT FP32 p50_ms": base, "OpenVINO FP32 p50_ms": out["OpenVINO FP32"]["p50_ms"]}
+    out["_baselines"] = {"ORT FP32 p50_ms": base, "OpenVINO FP32 p50_ms": out["OpenVINO FP32"]["p50_ms"],
+                         "OpenVINO FP32 static p50_ms": out["OpenVINO FP32 [static shapes]"]["p50_ms"]}
     return out
 
 
@@ -113,14 +137,15 @@ def main() -> None:
     if "minilm" in args.only:
         results["minilm"] = minilm(args.threads, models, args.cases)
         print(f"\nminilm, batch 8 × 128, {args.threads} thread(s); bar: mean cos ≥ 0.99, min ≥ 0.97, NN agreement ≥ 0.95")
-        print(f"{'case':<42} {'backend':<9} {'mean cos':>8} {'min cos':>8} {'NN agr':>7} {'bar':>5} {'float':>5} {'p50 ms':>8} {'vs ORT FP32':>11}")
+        print(f"{'case':<58} {'backend':<15} {'mean cos':>8} {'min cos':>8} {'NN agr':>7} {'bar':>5} {'float':>5} {'p50 ms':>8} {'vs ORT FP32':>11}")
         for r in results["minilm"][:-1]:
             p50 = f"{r['p50_ms']:.1f}" if "p50_ms" in r else "—"
             sp = f"{r['speedup_vs_ort_fp32']:.2f}×" if "speedup_vs_ort_fp32" in r else "—"
-            print(f"{r['case']:<42} {r['backend']:<9} {r['mean_cos']:>8.4f} {r['min_cos']:>8.4f} {r['nn_agreement']:>7.4f} "
+            print(f"{r['case']:<58} {r['backend']:<15} {r['mean_cos']:>8.4f} {r['min_cos']:>8.4f} {r['nn_agreement']:>7.4f} "
                   f"{'pass' if r['passes_bar'] else 'MISS':>5} {r['float_nodes']:>5} {p50:>8} {sp:>11}")
         b = results["minilm"][-1]
-        print(f"FP32 baselines: ORT {b.get('ORT FP32 p50_ms', float('nan')):.1f} ms, OpenVINO {b.get('OpenVINO FP32 p50_ms', float('nan')):.1f} ms")
+        print(f"FP32 baselines: ORT {b.get('ORT FP32 p50_ms', float('nan')):.1f} ms, OpenVINO {b.get('OpenVINO FP32 p50_ms', float('nan')):.1f} ms, "
+              f"OpenVINO static shapes {b.get('OpenVINO FP32 static p50_ms', float('nan')):.1f} ms")
         for r in results["minilm"]:
             for step in r.get("trail", []):
                 print(f"  trail [{r['case']}]: +{step['excluded'][-1]} in float -> {step['value']:.4f} ({'pass' if step['passed'] else 'miss'})")

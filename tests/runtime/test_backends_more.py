@@ -37,6 +37,23 @@ def test_openvino_fp32_matches_onnxruntime(mlp_model) -> None:
     np.testing.assert_allclose(runner.run(_feed())["output"], _reference(mlp_model), atol=1e-5)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
+def test_openvino_static_compiles_once_per_shape_and_keeps_the_last_few(mlp_model, monkeypatch) -> None:
+    import hasten.runtime.openvino as ovr
+
+    monkeypatch.setattr(ovr, "STATIC_SHAPES_KEPT", 2)
+    runner = hasten.compile(mlp_model, "openvino-static", BackendConfig(threads=1))
+    ref = hasten.compile(mlp_model, "ort-cpu", BackendConfig(threads=1))
+    x = np.random.default_rng(1).standard_normal((7, 8)).astype(np.float32)
+    for rows in (5, 5, 3, 7, 3):  # 5 compiled, then reused; 3 compiled; 7 pushes out 5 (least recent); 3 reused
+        got = runner.run({"input": x[:rows]})["output"]
+        np.testing.assert_allclose(got, ref.run({"input": x[:rows]})["output"], atol=1e-5)
+        assert got.shape == (rows, 4)
+    assert runner.static_compiles == 3 and [dict(k)["input"] for k in runner._by_shape] == [(7, 8), (3, 8)]
+    runner.run({"input": x[:5]})  # 5 was pushed out: compiled again
+    assert runner.static_compiles == 4
+
+
 @pytest.mark.skipif("openvino-bf16" in AVAILABLE or importlib.util.find_spec("openvino") is None,
                     reason="checks the no-BF16 answer")
 def test_openvino_bf16_refused_without_cpu_support(mlp_model) -> None:

@@ -40,6 +40,8 @@ _BACKENDS: dict[str, _Entry] = {
     "ort-openvino": _Entry("hasten.runtime.onnxruntime", "OrtRunner", "ONNX Runtime, OpenVINO execution provider"),
     "openvino": _Entry("hasten.runtime.openvino", "OpenVinoRunner", "OpenVINO runtime, CPU, FP32 precision set explicitly"),
     "openvino-bf16": _Entry("hasten.runtime.openvino", "OpenVinoRunner", "OpenVINO runtime, CPU, BF16 inference precision"),
+    "openvino-static": _Entry("hasten.runtime.openvino", "OpenVinoRunner",
+                              "OpenVINO, CPU, FP32, compiled per input shape"),
     "torch-eager": _Entry("hasten.runtime.torch", "TorchEagerRunner", "PyTorch eager (models from torch)", True),
     "torch-compile": _Entry("hasten.runtime.torch", "TorchCompileRunner", "torch.compile, inductor (models from torch)", True),
     "torch-cuda": _Entry("hasten.runtime.torch_cuda", "TorchCudaRunner", "PyTorch on CUDA, FP32", True),
