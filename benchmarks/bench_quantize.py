@@ -38,12 +38,14 @@ def minilm(threads: int, out: Path, only_cases: str = "") -> list[dict]:
         ("ORT static INT8 QDQ (MinMax)", StaticInt8(), "ort-cpu", True),
         ("OpenVINO + NNCF INT8", NncfInt8(subset_size=128), "openvino", True),
         ("OpenVINO + NNCF INT8, 270 calibration", NncfInt8(subset_size=270), "openvino", True),
+        ("OpenVINO + NNCF INT8, SmoothQuant alpha 0.75", NncfInt8(subset_size=128, smooth_quant_alpha=0.75), "openvino", True),
+        ("OpenVINO + NNCF INT8, SmoothQuant alpha 0.8", NncfInt8(subset_size=128, smooth_quant_alpha=0.8), "openvino", True),
     ]
+    opt_in = ("270", "alpha")  # longer or exploratory runs: only when --cases names them
     rows, accepted = [], {}
     if only_cases:
         cases = [c for c in cases if any(k.strip().lower() in c[0].lower() for k in only_cases.split(","))]
-    else:
-        cases = [c for c in cases if "270" not in c[0]]  # the longer calibration run is opt-in (--cases 270)
+    cases = [c for c in cases if not any(k in c[0] and k not in only_cases for k in opt_in)]
     for label, qcfg, backend, fallback in cases:
         gate = GateConfig(**BAR, backend=backend, threads=threads, batch_sizes=(8,), seq_len=128, time_budget_s=3.0,
                           fallback=fallback, keep_if_slower=True)

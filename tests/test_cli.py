@@ -100,3 +100,9 @@ def test_backends_pick_names_the_fastest_with_the_table(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     assert "fastest at batch 4: " in out.stdout and "samples/s" in out.stdout
     assert "ort-cpu" in out.stdout and "openvino" in out.stdout
+
+
+def test_quantize_refuses_sq_alpha_outside_nncf(linear_onnx, tmp_path: Path) -> None:
+    out = hasten("quantize", str(linear_onnx[0]), "--method", "dynamic", "--sq-alpha", "0.5", "-o", str(tmp_path / "q.onnx"))
+    assert out.returncode == 2 and "--sq-alpha applies to --method nncf only" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "q.onnx").exists()

@@ -190,6 +190,7 @@ def quantize(
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Token length for the speed check (default 128 for text models)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for both models."),
     steps: int = typer.Option(200, "--steps", help="qat: fine-tuning steps."),
+    smooth_quant_alpha: Optional[float] = typer.Option(None, "--sq-alpha", help="nncf: SmoothQuant strength for transformer MatMuls, 0..1 (-1: off) [default: NNCF's 0.95]."),
     no_fallback: bool = typer.Option(False, "--no-fallback", help="Do not put sensitive nodes back in float when the budget is missed."),
     keep_if_slower: bool = typer.Option(False, "--keep-if-slower", help="Write the result even if it is not faster than FP32."),
     time_budget_s: float = typer.Option(2.0, "--time-budget-s", help="Timed seconds per batch size and model in the speed check."),
@@ -207,6 +208,10 @@ def quantize(
         fields["calibration"] = calibration
     if method == "qat":
         fields["steps"] = steps
+    if smooth_quant_alpha is not None:
+        if method != "nncf":
+            raise HastenError("--sq-alpha applies to --method nncf only", hint="drop --sq-alpha or use --method nncf")
+        fields["smooth_quant_alpha"] = smooth_quant_alpha
     qconfig = config_from_dict(fields)
     m = _load(model)
     dataset, seq_len = _data_for(m, data, seq_len)

@@ -206,3 +206,26 @@ def test_qat_token_model_keeps_dynamic_axes(tmp_path: Path) -> None:
     runner = hasten.compile(q, "ort-cpu")
     for length in (3, 12):
         assert runner.run(data.batch(0, 5, seq_len=length))["output"].shape == (5, length, 8)
+
+
+@needs_nncf
+def test_nncf_smooth_quant_alpha_is_applied_and_recorded(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)).eval()
+    model = hasten.load_model(module, example_input=torch.randn(1, 5, 16), path=tmp_path / "seq.onnx")  # 3-D: MatMul
+    x = np.random.default_rng(0).standard_normal((32, 5, 16)).astype(np.float32)
+    x[:, :, 3] *= 40  # an outlier channel, what smoothing is for
+    data = hasten.Dataset({model.inputs[0].name: x})
+
+    def smoothing_nodes(alpha: float) -> tuple[int, dict]:
+        q = quantize(model, NncfInt8(subset_size=16, transformer=True, smooth_quant_alpha=alpha), data,
+                     out=tmp_path / f"q{alpha}.onnx")
+        graph = onnx.load(str(q.path)).graph
+        return sum("smooth_quant" in o for n in graph.node for o in n.output), q.info.extra["manifest"]["facts"]
+
+    on, facts = smoothing_nodes(0.5)
+    off, _ = smoothing_nodes(-1)
+    assert on > 0 and off == 0 and facts["smooth_quant_alpha"] == 0.5
+    with pytest.raises(hasten.HastenError, match="smooth_quant_alpha"):
+        NncfInt8(smooth_quant_alpha=1.5)

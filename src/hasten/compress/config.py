@@ -87,9 +87,13 @@ class NncfInt8(QuantConfig):
     preset: str = "mixed"          # "performance" (symmetric) or "mixed" (asymmetric activations)
     subset_size: int = 300
     transformer: bool | None = None  # None: detected from the graph (attention MatMuls / Softmax)
+    # SmoothQuant strength for MatMuls of transformers (NNCF's default 0.95 when None; -1 turns it off)
+    smooth_quant_alpha: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.preset in ("performance", "mixed"), f"unknown NNCF preset '{self.preset}'", "use performance or mixed")
+        _check(self.smooth_quant_alpha is None or self.smooth_quant_alpha == -1 or 0 <= self.smooth_quant_alpha <= 1,
+               f"smooth_quant_alpha must be between 0 and 1 (or -1 to turn smoothing off), got {self.smooth_quant_alpha}")
         _check(self.subset_size >= 1, f"subset_size must be >= 1, got {self.subset_size}")
 
 

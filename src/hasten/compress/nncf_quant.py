@@ -99,6 +99,11 @@ def nncf_int8(model: Model, config: NncfInt8, data: Dataset | None, out: Path) -
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if config.nodes_to_exclude:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(config.nodes_to_exclude))
+    if config.smooth_quant_alpha is not None:
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=config.smooth_quant_alpha))
     try:
         with _nncf_output_to_stderr():
             quantized = nncf.quantize(proto, nncf.Dataset(items), **kwargs)
@@ -109,6 +114,7 @@ def nncf_int8(model: Model, config: NncfInt8, data: Dataset | None, out: Path) -
     return {"backend": "openvino", "nncf": nncf.__version__, "format": "QDQ", "preset": config.preset,
             "model_type": "transformer" if transformer else "default",
             "model_type_detected": config.transformer is None, "subset_size": len(items),
+            "smooth_quant_alpha": config.smooth_quant_alpha if config.smooth_quant_alpha is not None else "nncf default",
             "ignored_nodes": list(config.nodes_to_exclude)}
 
 
