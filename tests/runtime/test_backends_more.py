@@ -83,3 +83,18 @@ def test_torch_cuda_variants_match(mlp_model, backend, atol) -> None:
     runner = hasten.compile(mlp_model, backend)
     for _ in range(2):  # the second run of a shape replays the captured graph
         np.testing.assert_allclose(runner.run(_feed())["output"], _reference(mlp_model), atol=atol)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
+def test_openvino_static_reuses_the_first_compile_for_a_model_that_is_static_already(tmp_path) -> None:  # noqa: ANN001
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "fixed",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "fixed.onnx"))
+    runner = hasten.compile(hasten.load_model(tmp_path / "fixed.onnx"), "openvino-static", BackendConfig(threads=1))
+    x = np.array([[-1, 2, -3], [4, -5, 6]], dtype=np.float32)
+    np.testing.assert_array_equal(runner.run({"x": x})["y"], np.maximum(x, 0))
+    assert runner.static_compiles == 0

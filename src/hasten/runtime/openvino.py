@@ -72,6 +72,9 @@ class OpenVinoRunner(Runner):
         self._local = threading.local()
         self._names = [s.name for s in self.outputs]
         self._dynamic = (self._compiled, self._ports_of(self._compiled))
+        if self._static and not any(port.get_partial_shape().is_dynamic for port in self._ir.inputs):
+            # a model that is static already: its first compile is the one for its only shape
+            self._by_shape[tuple(sorted((port.get_any_name(), tuple(port.get_shape())) for port in self._ir.inputs))] = self._dynamic
         actual = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
         extra = {"precision": precision, "ov_inference_precision": actual, "openvino": ov.__version__}
         if self._static:
