@@ -106,3 +106,13 @@ def test_quantize_refuses_sq_alpha_outside_nncf(linear_onnx, tmp_path: Path) -> 
     out = hasten("quantize", str(linear_onnx[0]), "--method", "dynamic", "--sq-alpha", "0.5", "-o", str(tmp_path / "q.onnx"))
     assert out.returncode == 2 and "--sq-alpha applies to --method nncf only" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_bench_ort_disable_measures_with_and_without(linear_onnx, tmp_path: Path) -> None:
+    out_json = tmp_path / "b.json"
+    out = runner.invoke(app, ["bench", str(linear_onnx[0]), "--batch-sizes", "4", "--time-budget-s", "0.2", "--threads", "1",
+                              "--ort-disable", "GemmActivationFusion", "--json", str(out_json)])
+    assert out.exit_code == 0, out.output
+    assert set(json.loads(out_json.read_text())) == {"ort-cpu", "ort-cpu -GemmActivationFusion"}
+    bad = hasten("bench", str(linear_onnx[0]), "--ort-disable", "GemmFusion")
+    assert bad.returncode == 2 and "unknown ONNX Runtime optimizer(s) to disable: GemmFusion" in bad.stderr

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from hasten.cli_common import _batch_sizes, _data_for, _load, _requirements, _split_ints
+from hasten.cli_common import _batch_sizes, _data_for, _load, _names, _requirements, _split_ints
 from hasten.cli_derive import distill, prune
 from hasten.cli_edge import export, run_bundle
 from hasten.cli_load import loadtest, tune
@@ -108,13 +108,15 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full results as JSON here."),
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="Allow a GPU/OpenVINO backend to fall back to CPU instead of failing."),
     graph_opt: str = typer.Option("all", "--graph-opt", help="ONNX Runtime graph optimisation level: disable, basic, extended, all."),
+    ort_disable: str = typer.Option("", "--ort-disable", help="ONNX Runtime fusions to turn off, comma-separated (e.g. SkipLayerNormFusion): each ORT backend is measured with and without them, interleaved; `hasten profile` says when one is slow."),
 ) -> None:
     """Benchmark a model: latency percentiles and throughput per batch size, cold start apart."""
     from hasten.measure import BenchConfig, compare
     from hasten.measure.report import print_bench, summary_lines
     from hasten.runtime import BackendConfig, backends_for, compile
 
-    bcfg = BackendConfig(threads=threads, allow_fallback=allow_fallback, graph_optimization=graph_opt)
+    bcfg = BackendConfig(threads=threads, allow_fallback=allow_fallback, graph_optimization=graph_opt,
+                         disabled_optimizers=_names(ort_disable))
     m = _load(model)
     sizes = _batch_sizes(batch_sizes, m)
     dataset, seq_len = _data_for(m, data, seq_len)
@@ -123,7 +125,11 @@ def bench(
     runners = {}
     with stderr_console().status("creating sessions…"):
         for name in names:
-            runners[name] = compile(m, name, bcfg)
+            if bcfg.disabled_optimizers and name.startswith("ort-"):  # with and without, interleaved
+                runners[name] = compile(m, name, dataclasses.replace(bcfg, disabled_optimizers=()))
+                runners[f"{name} -" + ",".join(bcfg.disabled_optimizers)] = compile(m, name, bcfg)
+            else:
+                runners[name] = compile(m, name, bcfg)
     results = compare(runners, dataset, config, progress=_progress_hook(len(config.batch_sizes)), model_info=m.info.to_dict())
     print_bench(results, m.name, dataset.name)
     for line in summary_lines(results):
@@ -149,13 +155,15 @@ def profile(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the whole profile as JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a roofline chart (PNG) here."),
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="List nodes that fell back to another provider instead of failing."),
+    ort_disable: str = typer.Option("", "--ort-disable", help="ONNX Runtime fusions to turn off, comma-separated (e.g. SkipLayerNormFusion)."),
 ) -> None:
     """Where the time goes: per-op-type and per-node time, roofline verdict, and the lever it points to."""
     from hasten.measure.profile import ProfileConfig, profile as run_profile
     from hasten.measure.profile_report import print_profile, write_plot
 
     config = ProfileConfig(backend=backend, batch_size=batch_size or 1, runs=runs, threads=threads,
-                           graph_optimization=graph_opt, allow_fallback=allow_fallback, top_n=top)  # checked before loading
+                           graph_optimization=graph_opt, allow_fallback=allow_fallback, top_n=top,
+                           disabled_optimizers=_names(ort_disable))  # checked before loading
     m = _load(model)
     size = _batch_sizes(None if batch_size is None else str(batch_size), m, "--batch-size")[0] if m.fixed_batch else config.batch_size
     dataset, seq_len = _data_for(m, data, seq_len)

@@ -23,6 +23,11 @@ def _split_ints(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of names (empty: none)."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 def _requirements(items: list[str]) -> tuple[tuple[str, float], ...]:
     out = []
     for item in items:

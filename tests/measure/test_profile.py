@@ -130,3 +130,65 @@ def test_profile_on_cuda(linear_onnx) -> None:
     model = hasten.load_model(linear_onnx[0])
     result = profile(model, synthetic_dataset(model.inputs), ProfileConfig(backend="ort-cuda", batch_size=64, runs=5))
     assert result.backend == "ort-cuda"
+
+
+def _skip_ln_onnx(path: Path, hidden: int = 16) -> Path:
+    """MatMul + bias + residual Add + LayerNormalization: ONNX Runtime fuses it into SkipLayerNormalization."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((hidden, hidden)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal(hidden).astype(np.float32), "b"),
+             numpy_helper.from_array(np.ones(hidden, np.float32), "g"),
+             numpy_helper.from_array(np.zeros(hidden, np.float32), "beta")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Add", ["a", "x"], ["r"]),
+             helper.make_node("LayerNormalization", ["r", "g", "beta"], ["y"], axis=-1)]
+    graph = helper.make_graph(nodes, "skip_ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, hidden])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_disabled_fusion_is_not_applied_and_the_answer_is_the_same(tmp_path: Path) -> None:
+    import numpy as np
+
+    from hasten.runtime import BackendConfig
+
+    model = hasten.load_model(_skip_ln_onnx(tmp_path / "sln.onnx"))
+    data = synthetic_dataset(model.inputs)
+    fused = profile(model, data, ProfileConfig(batch_size=8, runs=3, warmup_runs=1, threads=1))
+    plain = profile(model, data, ProfileConfig(batch_size=8, runs=3, warmup_runs=1, threads=1,
+                                               disabled_optimizers=("SkipLayerNormFusion",)))
+    assert "SkipLayerNormalization" in {o.op_type for o in fused.op_types}
+    assert {"SkipLayerNormalization"}.isdisjoint(o.op_type for o in plain.op_types)
+    assert {"Add", "LayerNormalization"} <= {o.op_type for o in plain.op_types}
+    assert fused.extra["source_op_types"] == ["Add", "LayerNormalization", "MatMul"]
+    feed = data.batch(0, 8)
+    a = hasten.compile(model, "ort-cpu", BackendConfig(threads=1)).run(feed)["y"]
+    runner = hasten.compile(model, "ort-cpu", BackendConfig(threads=1, disabled_optimizers=("SkipLayerNormFusion",)))
+    np.testing.assert_allclose(runner.run(feed)["y"], a, atol=1e-5)
+    assert runner.info.extra["disabled_optimizers"] == ["SkipLayerNormFusion"]
+    with pytest.raises(HastenError, match="unknown ONNX Runtime optimizer.*SkipLayerNorm\\b") as info:
+        BackendConfig(disabled_optimizers=("SkipLayerNorm",))
+    assert "SkipLayerNormFusion" in info.value.hint
+    with pytest.raises(HastenError, match="unknown ONNX Runtime optimizer"):
+        ProfileConfig(disabled_optimizers=("NoSuchFusion",))
+
+
+def test_advice_points_at_a_slow_fusion_made_at_load_time() -> None:
+    shares = {"compute": 0.6, "memory": 0.35, "overhead_nodes": 0.0, "framework": 0.05}
+    ops = (_op("DynamicQuantizeMatMul", "compute", 0.9, 0.6), _op("SkipLayerNormalization", "memory", 0.09, 0.12))
+    made_by_ort = _Result(shares, ops)
+    made_by_ort.extra = {"source_op_types": ["Add", "DynamicQuantizeLinear", "LayerNormalization", "MatMulInteger"]}
+    lines = advise(made_by_ort, ROOFS)
+    assert any("--ort-disable SkipLayerNormFusion" in line and "9% of the memory bandwidth" in line for line in lines)
+    assert "INT8 already" in lines[2] and not any("INT8 quantization is the lever" in line for line in lines)
+    in_the_file = _Result(shares, ops)  # the model file has the fused op itself: turning ORT's fusion off changes nothing
+    in_the_file.extra = {"source_op_types": ["DynamicQuantizeMatMul", "SkipLayerNormalization"]}
+    assert not any("--ort-disable" in line for line in advise(in_the_file, ROOFS))
+    fast = _Result(shares, (ops[0], _op("SkipLayerNormalization", "memory", 0.6, 0.12)))
+    fast.extra = made_by_ort.extra
+    assert not any("--ort-disable" in line for line in advise(fast, ROOFS))

@@ -11,6 +11,10 @@ MEMORY_SHARE = 0.25
 OVERHEAD_SHARE = 0.25
 LOW_PEAK = 0.30
 INT8_GAIN = 1.5
+INT8_OPS = frozenset({"DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat", "QLinearMatMul", "QLinearConv",
+                      "ConvInteger", "QAttention", "QGemm"})
+SLOW_FUSED = 0.25   # a fused ONNX Runtime op below this share of the bandwidth roof ...
+FUSED_SHARE = 0.05  # ... and with at least this share of the time is worth measuring unfused
 
 
 def advise(result: Any, roofs: Roofs) -> list[str]:
@@ -25,6 +29,7 @@ def advise(result: Any, roofs: Roofs) -> list[str]:
         lines.append(f"{memory:.0%} of the time is in memory-bound ops ({named}): lower-precision weights and "
                      "activations (INT8/FP16/BF16) or operator fusion cut the bytes they move; ops far below the "
                      "bandwidth roof are slow kernels that fusion removes.")
+    lines.extend(_slow_fusions(result))
     overhead = result.shares["framework"] + result.shares["overhead_nodes"]
     if overhead >= OVERHEAD_SHARE:
         lines.append(f"{overhead:.0%} of the time is overhead (framework {result.overhead_us:.0f} µs per call, "
@@ -53,7 +58,9 @@ def _dominant(op: Any, roofs: Roofs) -> list[str]:
         peak_name = "compute peak"
         lines = [f"{head} at {op.peak_fraction:.0%} of the {peak_name}."]
         int8_ratio = (roofs.int8_gops or 0.0) / roofs.fp32_gflops
-        if int8_ratio >= INT8_GAIN:
+        if op.op_type in INT8_OPS:
+            lines.append("It is INT8 already: fewer FLOPs (pruning, distillation) or the time outside it are what is left.")
+        elif int8_ratio >= INT8_GAIN:
             lines.append(f"The INT8 peak is {int8_ratio:.1f}× the FP32 peak on this machine: INT8 quantization is "
                          "the lever (hasten quantize).")
         elif op.peak_fraction < LOW_PEAK:
@@ -68,3 +75,21 @@ def _dominant(op: Any, roofs: Roofs) -> list[str]:
         return [f"{op.share:.0%} of the time is in {op.op_type} ({op.nodes} node{'' if op.nodes == 1 else 's'}), whose "
                 "FLOPs hasten cannot count here (a fused or quantized ONNX Runtime op): compare backends by time instead."]
     return [f"{head}: batch requests or fuse small ops."]
+
+
+def _slow_fusions(result: Any) -> list[str]:
+    """Ops that ONNX Runtime's optimizer fused at load time (absent from the model file) and that
+    run far below the bandwidth roof: the fused kernel may be slower than what it replaced (its
+    SkipLayerNormalization took 2.5 ms where Add + Add + LayerNormalization took 0.7 ms here)."""
+    from hasten.runtime.base import ORT_FUSIONS
+
+    source = set(getattr(result, "extra", {}).get("source_op_types", ()))
+    lines = []
+    for op in result.op_types:
+        fusion = ORT_FUSIONS.get(op.op_type)
+        if (fusion and source and op.op_type not in source and op.bound == "memory"
+                and op.peak_fraction < SLOW_FUSED and op.share >= FUSED_SHARE):
+            lines.append(f"{op.op_type} ({op.share:.0%} of the time) was fused by ONNX Runtime at load time and runs at "
+                         f"{op.peak_fraction:.0%} of the memory bandwidth: its fused kernel may be slower than the ops it "
+                         f"replaced; measure both, interleaved: hasten bench MODEL --ort-disable {fusion}")
+    return lines

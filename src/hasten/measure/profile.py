@@ -36,10 +36,12 @@ class ProfileConfig:
     graph_optimization: str = "all"
     allow_fallback: bool = False
     top_n: int = 10
+    disabled_optimizers: tuple[str, ...] = ()  # ONNX Runtime fusions to turn off
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.runs < 1 or self.warmup_runs < 0 or self.top_n < 1:
             raise HastenError("batch_size, runs and top_n must be >= 1 and warmup_runs >= 0")
+        BackendConfig(disabled_optimizers=self.disabled_optimizers)  # names checked here, before any loading
         if not self.backend.startswith("ort-"):
             raise HastenError(f"profile works on ONNX Runtime backends; got '{self.backend}'",
                               hint="use --backend ort-cpu (or ort-cuda / ort-tensorrt / ort-openvino)")
@@ -98,7 +100,7 @@ def profile(model: Any, dataset: Any, config: ProfileConfig = ProfileConfig()) -
     from hasten.measure.peaks import machine_peaks
 
     bcfg = BackendConfig(threads=config.threads, graph_optimization=config.graph_optimization,
-                         allow_fallback=config.allow_fallback)
+                         allow_fallback=config.allow_fallback, disabled_optimizers=config.disabled_optimizers)
     feed = dataset.batch(0, config.batch_size, config.seq_len)
     with tempfile.TemporaryDirectory(prefix="hasten-profile-") as tmp:
         optimized = Path(tmp) / "optimized.onnx"
@@ -118,9 +120,18 @@ def profile(model: Any, dataset: Any, config: ProfileConfig = ProfileConfig()) -
         node_sum_us=summary.node_sum_us, overhead_us=overhead, call_floor_us=floor_us,
         nodes=tuple(sorted(verdicts, key=lambda v: -v.time_us)), op_types=op_types, shares=shares,
         roofs=asdict(roofs), fallback_nodes=fallback, advice=(),
-        extra={"runs": summary.runs, "top_n": config.top_n, "peaks": peaks.to_dict()},
+        extra={"runs": summary.runs, "top_n": config.top_n, "peaks": peaks.to_dict(),
+               "source_op_types": _source_op_types(model.path),
+               **({"disabled_optimizers": list(config.disabled_optimizers)} if config.disabled_optimizers else {})},
     )
     return _with_advice(result, roofs)
+
+
+def _source_op_types(path: Any) -> list[str]:
+    """Op types in the model file itself (what ONNX Runtime fused at load time is not among them)."""
+    import onnx
+
+    return sorted({n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node})
 
 
 def _with_advice(result: ProfileResult, roofs: Roofs) -> ProfileResult:

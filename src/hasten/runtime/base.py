@@ -13,6 +13,16 @@ from hasten.core import HastenError, TensorSpec, check_feed
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# ONNX Runtime graph transformers that may be turned off (BackendConfig.disabled_optimizers), by the
+# fused op each one creates. ONNX Runtime ignores names it does not know, so hasten checks them.
+ORT_FUSIONS = {
+    "SkipLayerNormalization": "SkipLayerNormFusion", "BiasGelu": "BiasGeluFusion", "FastGelu": "FastGeluFusion",
+    "Gelu": "GeluFusion", "QuickGelu": "QuickGeluFusion", "LayerNormalization": "LayerNormFusion",
+    "SimplifiedLayerNormalization": "SimplifiedLayerNormFusion", "Attention": "AttentionFusion",
+    "EmbedLayerNormalization": "EmbedLayerNormFusion", "FusedMatMul": "MatmulTransposeFusion",
+    "MatMulIntegerToFloat": "MatMulIntegerToFloatFusion", "DynamicQuantizeMatMul": "DynamicQuantizeMatMulFusion",
+    "FusedConv": "ConvActivationFusion", "FusedGemm": "GemmActivationFusion", "BiasSoftmax": "BiasSoftmaxFusion",
+}
 
 
 def usable_cores() -> int:
@@ -36,8 +46,13 @@ class BackendConfig:
     device_id: int = 0
     validate_inputs: bool = True
     precision: str = "fp32"
+    disabled_optimizers: tuple[str, ...] = ()  # ONNX Runtime fusions to turn off (names in ORT_FUSIONS)
 
     def __post_init__(self) -> None:
+        unknown = [n for n in self.disabled_optimizers if n not in ORT_FUSIONS.values()]
+        if unknown:
+            raise HastenError(f"unknown ONNX Runtime optimizer(s) to disable: {', '.join(unknown)}",
+                              hint="known: " + ", ".join(sorted(ORT_FUSIONS.values())))
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise HastenError(f"threads must be a positive integer or None, got {self.threads!r}")
         if self.graph_optimization not in GRAPH_OPT_LEVELS:

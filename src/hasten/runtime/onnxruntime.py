@@ -93,8 +93,9 @@ def open_session(path: Any, backend: str, config: BackendConfig, options: Any = 
             hint="install the onnxruntime build with that provider (e.g. onnxruntime-gpu), or use ort-cpu",
         )
     try:
+        extra = {"disabled_optimizers": list(config.disabled_optimizers)} if config.disabled_optimizers else {}
         session = ort.InferenceSession(str(path), options or session_options(config),
-                                       providers=provider_list(backend, config))
+                                       providers=provider_list(backend, config), **extra)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
         raise HastenError(f"ONNX Runtime could not load {path}: {exc}") from exc
     active = session.get_providers()[0]
@@ -128,6 +129,8 @@ class OrtRunner(Runner):
         self._output_names = [o.name for o in self.outputs]
         self.info = RunnerInfo(backend, config.resolved_threads(), device if active[0] == wanted else "cpu",
                                active, cold, {"graph_optimization": config.graph_optimization,
+                                              **({"disabled_optimizers": list(config.disabled_optimizers)}
+                                                 if config.disabled_optimizers else {}),
                                               "spinning": config.spinning, "onnxruntime": _ort().__version__})
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
