@@ -9,12 +9,20 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/hasten-site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/hasten-site
 fi
+if [[ -n "${ORT_GPU_PARTS:-}" ]]; then   # an onnxruntime-gpu tree sent in pieces (part_aa, part_ab, ...: a split tar.xz)
+  mkdir -p /tmp/hasten-ortgpu
+  cat "$ORT_GPU_PARTS"/part_* | python3 -c 'import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode="r|xz").extractall("/tmp/hasten-ortgpu")' || exit 1
+  export PYTHONPATH=/tmp/hasten-ortgpu${PYTHONPATH:+:$PYTHONPATH}
+  # the CUDA libraries onnxruntime-gpu links against, from the machine's nvidia-* Python packages
+  LIBS=$(python3 -c 'import glob, site; print(":".join(d for s in site.getsitepackages() for d in sorted(glob.glob(s + "/nvidia/*/lib"))))')
+  export LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
 export PYTHONPATH=$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p /tmp/hasten-bin   # a `hasten` command on PATH without installing (timeout cannot run a shell function)
 printf '#!/bin/sh\nexec python3 -c "import sys; from hasten.cli import main; sys.argv[0] = \\"hasten\\"; main()" "$@"\n' >/tmp/hasten-bin/hasten
 chmod +x /tmp/hasten-bin/hasten; export PATH=/tmp/hasten-bin:$PATH
 step() { echo; echo "===== $* ($(date +%T))"; }
-want() { [[ " ${SECTIONS:-machine backends tests bench two_four prune} " == *" $1 "* ]]; }   # SECTIONS="two_four prune" runs those alone
+want() { [[ " ${SECTIONS:-machine backends tests bench two_four prune ort_cuda} " == *" $1 "* ]]; }   # SECTIONS="two_four prune" runs those alone
 
 if want machine; then step machine
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
@@ -57,5 +65,13 @@ fi
 
 if want prune; then step "hasten prune digits-cnn --method 2:4 (the GPU timing rows)"
 timeout 180 hasten prune digits-cnn --method 2:4 --finetune-steps 30 -o /tmp/hasten-gpu-24.onnx --keep-if-slower 2>&1 | tee "$OUT/prune_24.txt"
+fi
+
+if want ort_cuda; then step "ONNX Runtime CUDA execution provider (needs onnxruntime-gpu: ORT_GPU_PARTS)"
+python3 -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())'
+timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_registry.py tests/measure/test_profile.py 2>&1 | tee "$OUT/pytest_ort_cuda.txt"
+timeout 150 hasten bench digits-cnn -b ort-cpu,ort-cuda --batch-sizes 1,256 --time-budget-s 1 --json "$OUT/bench_ort_cuda.json" 2>&1 | tee "$OUT/bench_ort_cuda.txt"
+timeout 120 hasten profile digits-cnn -b ort-cuda --batch-size 256 --runs 10 2>&1 | tee "$OUT/profile_ort_cuda.txt"
+timeout 60 hasten bench digits-cnn -b ort-tensorrt --batch-sizes 1 --time-budget-s 1 2>&1 | tail -3 | tee "$OUT/ort_tensorrt.txt"
 fi
 step done

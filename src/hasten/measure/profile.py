@@ -25,6 +25,9 @@ MOVEMENT_OPS = VIEW_OPS | frozenset({"Transpose", "Gather", "GatherElements", "G
                                       "ReorderInput", "ReorderOutput", "Resize", "ScatterND", "NonZero", "Trilu"})
 
 
+GPU_BACKENDS = ("ort-cuda", "ort-tensorrt")
+
+
 @dataclass(frozen=True)
 class ProfileConfig:
     backend: str = "ort-cpu"
@@ -106,8 +109,9 @@ def profile(model: Any, dataset: Any, config: ProfileConfig = ProfileConfig()) -
         optimized = Path(tmp) / "optimized.onnx"
         summary, wall_us, floor_us = _run_profiled(model, config, bcfg, feed, Path(tmp), optimized)
         costs = graph_costs(optimized, {k: tuple(v.shape) for k, v in feed.items()}) if optimized.exists() else {}
-    peaks = machine_peaks(bcfg.resolved_threads())
-    roofs = _roofs(peaks)
+    device = f"cuda:{bcfg.device_id}" if config.backend in GPU_BACKENDS else "cpu"  # the roofs of where it runs
+    peaks = machine_peaks(bcfg.resolved_threads(), device=device)
+    roofs = _roofs(peaks, device)
     verdicts = tuple(_verdict(n, costs, roofs) for n in summary.nodes)
     fallback = _audit(verdicts, config)
     overhead = summary.overhead_us + floor_us
@@ -120,7 +124,7 @@ def profile(model: Any, dataset: Any, config: ProfileConfig = ProfileConfig()) -
         node_sum_us=summary.node_sum_us, overhead_us=overhead, call_floor_us=floor_us,
         nodes=tuple(sorted(verdicts, key=lambda v: -v.time_us)), op_types=op_types, shares=shares,
         roofs=asdict(roofs), fallback_nodes=fallback, advice=(),
-        extra={"runs": summary.runs, "top_n": config.top_n, "peaks": peaks.to_dict(),
+        extra={"runs": summary.runs, "top_n": config.top_n, "peaks": peaks.to_dict(), "device": device,
                "source_op_types": _source_op_types(model.path),
                **({"disabled_optimizers": list(config.disabled_optimizers)} if config.disabled_optimizers else {})},
     )
@@ -191,9 +195,13 @@ def _call_floor_us(runs: int = 300) -> float:
     return float(np.median(times)) * 1e6
 
 
-def _roofs(peaks: Any) -> Roofs:
+def _roofs(peaks: Any, device: str = "cpu") -> Roofs:
     fp32, int8, bw = peaks.get("fp32_gemm"), peaks.get("int8_gemm"), peaks.get("mem_bw")
     if fp32 is None or bw is None:
+        if device != "cpu":
+            raise HastenError(f"the peaks of {device} could not be measured: "
+                              + "; ".join(f"{k}: {v}" for k, v in getattr(peaks, "unavailable", {}).items()),
+                              hint="hasten measures GPU peaks with a CUDA build of torch (pip install 'hasten[torch]')")
         raise HastenError("machine peaks lack fp32_gemm or mem_bw; re-measure with refresh=True")
     return Roofs(fp32.value, int8.value if int8 else None, bw.value)
 

@@ -15,7 +15,9 @@ def print_profile(result: Any) -> None:
 
     con = stdout_console()
     shapes = ", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in result.input_shapes.items())
-    con.print(f"[bold]{result.model}[/] on {result.backend}, {result.threads} thread(s), {shapes}", highlight=False)
+    where = result.extra.get("device", "cpu")
+    where = f"{result.threads} thread(s)" if where == "cpu" else where
+    con.print(f"[bold]{result.model}[/] on {result.backend}, {where}, {shapes}", highlight=False)
     r = result.roofs
     int8 = f", INT8 {r['int8_gops']:.0f} GOP/s" if r.get("int8_gops") else ""
     con.print(f"roofs (measured): FP32 {r['fp32_gflops']:.0f} GFLOP/s{int8}, memory {r['mem_gbps']:.1f} GB/s", highlight=False)
