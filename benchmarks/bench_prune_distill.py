@@ -78,17 +78,17 @@ def digits(threads: int, out: Path) -> list[dict]:
     return rows
 
 
-def minilm(threads: int, out: Path, steps: int) -> list[dict]:
+def minilm(threads: int, out: Path, steps: int, train_data: str = "pydoc+markov-wiki") -> list[dict]:
     teacher = hasten.load_model("minilm")
     evaluation = hasten.load_dataset("minilm", teacher)
-    train = hasten.load_dataset("pydoc", teacher)
+    train = hasten.load_dataset(train_data, teacher)
     gate = GateConfig(budget="5%", metric="cosine", threads=threads, batch_sizes=(8,), seq_len=128,
                       time_budget_s=2.0, keep_if_slower=True)
     config = DistillConfig("layers=3", steps=steps, lr=2e-4, max_length=64)
-    print(f"… minilm → 3-block student, {steps} steps on {len(train)} sentences", file=sys.stderr)
+    print(f"… minilm → 3-block student, {steps} steps on {len(train)} sentences ({train.name})", file=sys.stderr)
     t0 = time.perf_counter()
     r = distill_under_budget(teacher, config, train, evaluation, gate, out / "minilm-student.onnx",
-                             checkpoint=out / "checkpoints" / f"minilm-student-{steps}")
+                             checkpoint=out / "checkpoints" / f"minilm-student-{steps}-{train_data}")
     m = r.manifest
     student = r.model or r.candidate  # measured even if it misses the bar (the table says so)
     reference = collect_outputs(hasten.compile(teacher, "ort-cpu", BackendConfig(threads=threads)), evaluation)
@@ -96,7 +96,8 @@ def minilm(threads: int, out: Path, steps: int) -> list[dict]:
              "passes_bar": r.verdict.passed, "kept_blocks": m["student"]["kept_blocks"],
              "params": m["parameters"]["after"]["total"], "params_before": m["parameters"]["before"]["total"],
              "macs": m["macs"]["after"], "macs_before": m["macs"]["before"], "steps": m["training"]["steps"],
-             "evaluations": m["training"]["evaluations"], "seconds": round(time.perf_counter() - t0)}]
+             "evaluations": m["training"]["evaluations"], "seconds": round(time.perf_counter() - t0),
+             "train_data": train.name, "train_examples": len(train)}]
     variants = {rows[0]["case"]: student}
     for label, qcfg, backend in (("student, dynamic INT8 per-tensor", DynamicInt8(per_channel=False), "ort-cpu"),
                                  ("student, dynamic INT8 per-channel", DynamicInt8(), "ort-cpu"),
@@ -148,6 +149,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default="digits,minilm")
     ap.add_argument("--steps", type=int, default=2500, help="minilm distillation steps")
+    ap.add_argument("--train-data", default="pydoc+markov-wiki", help="minilm training text: pydoc, markov-wiki, "
+                    "pydoc+markov-wiki or a .txt file")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     work = args.out / "prune_distill"
@@ -157,7 +160,7 @@ def main() -> None:
         result["digits"] = digits(args.threads, work)
         _table(f"digits-cnn, batch 256, {args.threads} thread(s); speed-up vs FP32 on ort-cpu", result["digits"], "accuracy")
     if "minilm" in args.only:
-        result["minilm"] = minilm(args.threads, work, args.steps)
+        result["minilm"] = minilm(args.threads, work, args.steps, args.train_data)
         _table(f"minilm → 3-block student, batch 8 × 128, {args.threads} thread(s); speed-up vs the FP32 teacher on ort-cpu", result["minilm"],
                "mean cos")
     name = "bench_prune_distill" + ("" if args.only == "digits,minilm" else "-" + args.only.replace(",", "-"))

@@ -31,7 +31,7 @@ def prune(
     method: str = typer.Option("channel", "--method", "-m", help="unstructured | channel | 2:4"),
     amount: float = typer.Option(0.5, "--amount", help="Fraction removed: of weights (unstructured), of channels/heads (channel); 2:4 is always 0.5."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the pruned .onnx (a .manifest.json goes beside it)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Training data for fine-tuning: .npz, .txt (one text per line) or 'pydoc' [default: the example's training split]."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training data for fine-tuning: .npz, .txt (one text per line), or for text models pydoc | markov-wiki | pydoc+markov-wiki [default: the example's training split]."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data for the quality gate [default: the example's test data, else the last 20% of --data]."),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Fine-tuning steps after pruning (stops early once the budget holds)."),
     importance: str = typer.Option("l1", "--importance", help="channel: l1 | l2 | taylor."),
@@ -75,7 +75,7 @@ def distill(
     teacher: str = typer.Argument(..., help="The teacher: a built-in example or a sentence-transformers folder (a model that came from torch)."),
     student: str = typer.Option("layers=3", "--student", help="layers=N | layers=0,2,4 | width=0.5 | module:function."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the student .onnx (a .manifest.json goes beside it)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Training data: .npz, .txt (one text per line) or 'pydoc' [default: the example's training data]."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training data: .npz, .txt (one text per line), or for text models pydoc | markov-wiki | pydoc+markov-wiki [default: the example's training data]."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data for the quality gate [default: the example's evaluation data, else the last 20% of --data]."),
     steps: int = typer.Option(1000, "--steps", help="Training steps."),
     temperature: float = typer.Option(4.0, "--temperature", "-T", help="Classifiers: softmax temperature of the soft targets."),
@@ -136,7 +136,7 @@ def _train_eval(m: Any, data: Path | None, eval_data: Path | None, seq_len: int 
         train = training_dataset(m) if needed else None
     if train is None and needed:
         raise HastenError(f"'{m.name}' is not a built-in example, so there is no default training data",
-                          hint="pass --data file.npz (or .txt / pydoc for text models)")
+                          hint="pass --data file.npz (or .txt / pydoc / pydoc+markov-wiki for text models)")
     if eval_data is not None:
         return train, load_dataset(str(eval_data), m), seq_len
     evaluation = default_dataset(m)

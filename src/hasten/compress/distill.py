@@ -254,7 +254,7 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
                           hint="load it from torch, a sentence-transformers folder or a built-in example")
     if data is None or len(data) < 2:
         raise HastenError("distillation needs training data (at least 2 examples)",
-                          hint="pass --data file.npz, or text: --data sentences.txt or --data pydoc")
+                          hint="pass --data file.npz, or text: --data sentences.txt, --data pydoc or --data pydoc+markov-wiki")
     torch = import_torch()
     started = time.perf_counter()
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="hasten-distill-")) / f"{teacher.name}.student.onnx"

@@ -1,6 +1,8 @@
-"""Text that ships with Python, for training on unlabeled sentences without downloading anything:
-the standard library's ``pydoc_data`` topics (the language reference's help pages) and the
-docstrings of the standard library's own modules — about 10,000 English sentences in all."""
+"""Text for training on unlabeled sentences without downloading anything: the standard library's
+``pydoc_data`` topics (the language reference's help pages) and the docstrings of its own modules —
+about 10,000 technical English sentences (``pydoc``) — and general-domain sentences generated from
+the word-trigram model of Wikipedia text that the ``essential-generators`` package ships
+(``markov-wiki``; synthetic, roughly grammatical, wide vocabulary)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from hasten.models.dataset import Dataset
 from hasten.models.model import Model
 
 PYDOC = "pydoc"
+MARKOV_WIKI = "markov-wiki"
+MIXED = "pydoc+markov-wiki"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 _CODE_LIKE = re.compile(r"[>{}=\[\]|]{2,}|\*\*|\.\.\.|::|^\W")
 _IDENTIFIER_LIKE = re.compile(r"[>{}=\[\]|]{2,}|\*\*|\.\.\.|::|^\W|_\w|\w_|\(\)|`")
@@ -96,3 +100,58 @@ def read_lines(path: Path) -> list[str]:
     except UnicodeDecodeError as exc:
         raise HastenError(f"{path} is not UTF-8 text ({exc})", hint="save it as UTF-8, one sentence per line") from exc
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+@cache
+def _trigram_model() -> dict:
+    import importlib.util
+    import json
+
+    from hasten.core import MissingDependencyError
+
+    spec = importlib.util.find_spec("essential_generators")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError("essential-generators", "examples", "the markov-wiki text")
+    path = Path(list(spec.submodule_search_locations)[0]) / "markov_textgen.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise HastenError(f"could not read the text model {path}: {exc}",
+                          hint="reinstall essential-generators==1.0") from exc
+
+
+def markov_wiki_sentences(n: int = 12_000, seed: int = 0, min_words: int = 4, max_words: int = 40) -> list[str]:
+    """``n`` distinct sentences walked through the trigram model of Wikipedia text that
+    essential-generators ships (state = the last two words, next word drawn by the model's
+    weights), from a capitalised start to a word ending in . ? or !; reproducible for a seed."""
+    import numpy as np
+
+    chain = _trigram_model()
+    starts = [k for k in chain if k[:1].isupper() and k.split()[0].isalpha()]
+    rng = np.random.default_rng(seed)
+    out: dict[str, None] = {}
+    for _ in range(50 * n):  # bounded: a model that rarely ends sentences cannot loop forever
+        if len(out) >= n:
+            break
+        words = starts[int(rng.integers(len(starts)))].split()
+        while len(words) < max_words and not words[-1].endswith((".", "?", "!")):
+            node = chain.get(" ".join(words[-2:])) or {}
+            nexts, weights = node.get("transitions"), node.get("weights")
+            if not nexts or not weights:
+                break
+            p = np.asarray(weights, dtype=float)
+            words.append(nexts[int(rng.choice(len(p), p=p / p.sum()))])
+        if min_words <= len(words) <= max_words and words[-1].endswith((".", "?", "!")):
+            out.setdefault(" ".join(words).replace("<br/>", " "), None)
+    return list(out)
+
+
+def mixed_sentences(seed: int = 0) -> list[str]:
+    """The ``pydoc`` sentences and as many again (at least 12,000) from ``markov-wiki``, shuffled
+    together: technical and general-domain text for distilling a text model."""
+    import numpy as np
+
+    python = python_sentences()
+    texts = python + markov_wiki_sentences(max(12_000, len(python)), seed)
+    order = np.random.default_rng(seed).permutation(len(texts))
+    return [texts[i] for i in order]
