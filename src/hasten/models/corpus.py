@@ -155,3 +155,19 @@ def mixed_sentences(seed: int = 0) -> list[str]:
     texts = python + markov_wiki_sentences(max(12_000, len(python)), seed)
     order = np.random.default_rng(seed).permutation(len(texts))
     return [texts[i] for i in order]
+
+
+# Built-in unlabeled text by name: (sentences, data set name).
+TEXTS = {
+    PYDOC: lambda: (python_sentences(), "python-docs"),
+    MARKOV_WIKI: lambda: (markov_wiki_sentences(), "markov-wiki"),
+    MIXED: lambda: (mixed_sentences(), "python-docs+markov-wiki"),
+}
+
+
+def default_training_text() -> str:
+    """``pydoc+markov-wiki`` when the package carrying the Wikipedia model is installed, else
+    ``pydoc`` (a minilm student distilled 400 steps: cosine 0.836 on the mix vs 0.797 on pydoc)."""
+    import importlib.util
+
+    return MIXED if importlib.util.find_spec("essential_generators") is not None else PYDOC

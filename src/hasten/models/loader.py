@@ -72,19 +72,6 @@ def _from_torch(module: Any, example_input: Any, name: str | None, exporter: str
     return Model(info, torch_factory=lambda: (module, example))
 
 
-TEXT_SOURCES = ("pydoc", "markov-wiki", "pydoc+markov-wiki")  # built-in unlabeled text, by name
-
-
-def _text_source(name: str) -> tuple[list[str], str]:
-    from hasten.models import corpus
-
-    if name == corpus.MARKOV_WIKI:
-        return corpus.markov_wiki_sentences(), "markov-wiki"
-    if name == corpus.MIXED:
-        return corpus.mixed_sentences(), "python-docs+markov-wiki"
-    return corpus.python_sentences(), "python-docs"
-
-
 def load_dataset(source: str | Path | Dataset, model: Model | None = None) -> Dataset:
     """A `Dataset` from an ``.npz`` file, a built-in example name, a ``.txt`` file (one text per
     line) or built-in text for text models — ``pydoc`` (sentences of Python's own documentation:
@@ -95,11 +82,11 @@ def load_dataset(source: str | Path | Dataset, model: Model | None = None) -> Da
 
     if isinstance(source, Dataset):
         data = source
-    elif str(source) in TEXT_SOURCES or str(source).endswith(".txt"):
+    elif str(source) in corpus.TEXTS or str(source).endswith(".txt"):
         if model is None:
             raise HastenError(f"text data ({source}) needs the model, to tokenize it")
-        if str(source) in TEXT_SOURCES:
-            data = corpus.text_dataset(model, *_text_source(str(source)))
+        if str(source) in corpus.TEXTS:
+            data = corpus.text_dataset(model, *corpus.TEXTS[str(source)]())
         else:
             if not Path(source).is_file():
                 raise HastenError(f"text file not found: {source}")
@@ -135,12 +122,9 @@ def training_dataset(model: Model) -> Dataset | None:
         return digits.train_dataset()
     if model.text_encoder is None:
         return None
-    import importlib.util
+    from hasten.models import corpus
 
-    # general-domain text beside Python's documentation when the package that carries it is here:
-    # a minilm student distilled 400 steps reached cosine 0.836 on it vs 0.797 on pydoc alone
-    mixed = importlib.util.find_spec("essential_generators") is not None
-    return load_dataset("pydoc+markov-wiki" if mixed else "pydoc", model)
+    return load_dataset(corpus.default_training_text(), model)
 
 
 def _example_name(source: str) -> bool:
