@@ -76,18 +76,15 @@ def minilm(threads: int, out: Path, only_cases: str = "") -> list[dict]:
 
 
 def _quality(model, variant, data, backend, threads, n_eval) -> dict:  # noqa: ANN001
-    """The bar's three numbers for ``variant`` on ``backend`` over the last ``n_eval`` examples."""
-    from hasten.verify.evaluate import collect_outputs
-    from hasten.verify.metrics import cosine, nn_agreement
+    """The bar (the gate's own Judge, same BAR) for ``variant`` on ``backend`` over the last ``n_eval`` examples."""
+    from hasten.plan.gate import Judge
 
-    ev = data.select(slice(len(data) - n_eval, None), "eval")
     cfg = BackendConfig(threads=threads)
-    ref = collect_outputs(hasten.compile(model, "ort-cpu", cfg), ev)
-    out = collect_outputs(hasten.compile(variant, backend, cfg), ev)
-    cos = cosine(out, ref)
-    mean, worst, nn = float(cos.mean()), float(cos.min()), float(nn_agreement(out, ref).mean())
-    return {"mean_cos": mean, "min_cos": worst, "nn_agreement": nn,
-            "passes_bar": mean >= 0.99 and worst >= 0.97 and nn >= 0.95}
+    judge = Judge(hasten.compile(model, "ort-cpu", cfg), data.select(slice(len(data) - n_eval, None), "eval"),
+                  GateConfig(**BAR, threads=threads))
+    quality, verdict = judge.judge(judge.outputs(hasten.compile(variant, backend, cfg)))
+    return {"mean_cos": quality.value, "min_cos": quality.extra.get("min"),
+            "nn_agreement": quality.extra.get("nn_agreement"), "passes_bar": verdict.passed}
 
 
 def _interleaved(model, data, accepted, threads) -> dict:  # noqa: ANN001
