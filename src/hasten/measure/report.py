@@ -35,9 +35,8 @@ def summary_lines(results: dict[str, BenchResult]) -> list[str]:
         best = max(rs, key=lambda r: r.samples_per_s)
         b1 = rs[0]
         cold = res.runner.get("cold_start_s", 0.0) * 1e3
-        threads = res.runner.get("threads", "?")
-        on = (f"on {res.runner['device']}" if str(res.runner.get("device", "")).startswith("cuda")
-              else f"{threads} thread{'' if threads == 1 else 's'}")
+        where = _threads(res.runner)
+        on = f"on {where}" if where.startswith("cuda") else f"{where} thread{'' if where == '1' else 's'}"
         lines.append(
             f"{name}: batch {b1.batch_size} p50 {_ms(b1.stats.p50_ms)} ms; best throughput "
             f"{best.samples_per_s:,.0f} samples/s at batch {best.batch_size} (p50 {_ms(best.stats.p50_ms)} ms); "
