@@ -15,7 +15,7 @@ from hasten.core import HastenError
 from hasten.measure.advice import advise
 from hasten.measure.roofline import NodeVerdict, Roofs, classify
 from hasten.measure.trace import TraceSummary, load_trace, parse_trace
-from hasten.runtime.base import BackendConfig
+from hasten.runtime.base import BackendConfig, check_disabled_optimizers
 
 
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
@@ -44,7 +44,7 @@ class ProfileConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.runs < 1 or self.warmup_runs < 0 or self.top_n < 1:
             raise HastenError("batch_size, runs and top_n must be >= 1 and warmup_runs >= 0")
-        BackendConfig(disabled_optimizers=self.disabled_optimizers)  # names checked here, before any loading
+        check_disabled_optimizers(self.disabled_optimizers)  # before any loading
         if not self.backend.startswith("ort-"):
             raise HastenError(f"profile works on ONNX Runtime backends; got '{self.backend}'",
                               hint="use --backend ort-cpu (or ort-cuda / ort-tensorrt / ort-openvino)")

@@ -33,6 +33,14 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_disabled_optimizers(names: tuple[str, ...]) -> None:
+    """ONNX Runtime ignores optimizer names it does not know, so hasten refuses them itself."""
+    unknown = [n for n in names if n not in ORT_FUSIONS.values()]
+    if unknown:
+        raise HastenError(f"unknown ONNX Runtime optimizer(s) to disable: {', '.join(unknown)}",
+                          hint="known: " + ", ".join(sorted(ORT_FUSIONS.values())))
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     """How a backend runs: threads (``None`` = every usable core), spinning, graph optimisation
@@ -49,10 +57,7 @@ class BackendConfig:
     disabled_optimizers: tuple[str, ...] = ()  # ONNX Runtime fusions to turn off (names in ORT_FUSIONS)
 
     def __post_init__(self) -> None:
-        unknown = [n for n in self.disabled_optimizers if n not in ORT_FUSIONS.values()]
-        if unknown:
-            raise HastenError(f"unknown ONNX Runtime optimizer(s) to disable: {', '.join(unknown)}",
-                              hint="known: " + ", ".join(sorted(ORT_FUSIONS.values())))
+        check_disabled_optimizers(self.disabled_optimizers)
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise HastenError(f"threads must be a positive integer or None, got {self.threads!r}")
         if self.graph_optimization not in GRAPH_OPT_LEVELS:
