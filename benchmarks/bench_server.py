@@ -1,9 +1,11 @@
 """`hasten serve` under load: overhead at concurrency 1 and dynamic batching at concurrency 64.
 
-Usage:  python benchmarks/bench_server.py [--threads 1] [--seconds 8] [--rounds 20] [--out benchmarks/results]
+Usage:  python benchmarks/bench_server.py [--threads 1] [--seconds 8] [--rounds 20] [--backend ort-cpu]
+        [--out benchmarks/results]
 
 Model: an MLP 512→3072→3072→512 (random weights, built here); the server is `hasten serve` in its
-own process on 127.0.0.1, the same backend (ort-cpu) and intra-op threads as the in-process runner.
+own process on 127.0.0.1, the same backend (ort-cpu unless --backend says otherwise, e.g. ort-cuda on a
+GPU machine) and intra-op threads as the in-process runner.
 
 Concurrency 1 (window 0): one client process alternates, round after round, between the direct
 runner (in that process, back-to-back calls), lean HTTP (keep-alive socket, binary tensors body
@@ -71,13 +73,13 @@ def _percentiles(values: list[float]) -> dict:
 
 # ---------------------------------------------------------------------- concurrency 1, interleaved
 
-def _c1_process(model_path: str, dims: tuple[int, ...], threads: int, http_port: int, grpc_port: int, rounds: int,
-                per_round: int, queue: mp.Queue) -> None:
+def _c1_process(model_path: str, dims: tuple[int, ...], backend: str, threads: int, http_port: int, grpc_port: int,
+                rounds: int, per_round: int, queue: mp.Queue) -> None:
     import grpc
     import tritonclient.http as th
     from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pbg
 
-    runner = hasten.compile(hasten.load_model(model_path), "ort-cpu", BackendConfig(threads=threads))
+    runner = hasten.compile(hasten.load_model(model_path), backend, BackendConfig(threads=threads))
     x = np.random.default_rng(0).standard_normal((1, dims[0])).astype(np.float32)
     want = runner.run({"x": x})["y"]
 
@@ -135,12 +137,12 @@ def _c1_process(model_path: str, dims: tuple[int, ...], threads: int, http_port:
     queue.put(result)
 
 
-def concurrency_1(model_path: Path, dims: tuple[int, ...], threads: int, rounds: int, per_round: int) -> dict:
-    s = serve(model_path, threads, ["--max-batch-size", "32", "--max-queue-delay-ms", "0"])
+def concurrency_1(model_path: Path, dims: tuple[int, ...], backend: str, threads: int, rounds: int, per_round: int) -> dict:
+    s = serve(model_path, backend, threads, ["--max-batch-size", "32", "--max-queue-delay-ms", "0"])
     try:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
-        p = ctx.Process(target=_c1_process, args=(str(model_path), dims, threads, s.port, s.grpc_port, rounds, per_round, queue))
+        p = ctx.Process(target=_c1_process, args=(str(model_path), dims, backend, threads, s.port, s.grpc_port, rounds, per_round, queue))
         p.start()
         result = queue.get()
         p.join()
@@ -239,8 +241,8 @@ def load_python(protocol: str, url: str, concurrency: int, seconds: float) -> di
             "errors": sum(part["errors"] for part in parts), "client_cpu_cores": cpu / seconds}
 
 
-def serve(model: Path, threads: int, extra: list[str]) -> LiveServer:
-    return LiveServer(str(model), extra=("--threads", str(threads), *extra), grpc=True)
+def serve(model: Path, backend: str, threads: int, extra: list[str]) -> LiveServer:
+    return LiveServer(str(model), extra=("--backend", backend, "--threads", str(threads), *extra), grpc=True)
 
 
 def stats(server: LiveServer) -> dict:
@@ -250,12 +252,12 @@ def stats(server: LiveServer) -> dict:
     return {"inferences": s["inference_count"], "executions": s["execution_count"]}
 
 
-def concurrency_64(model_path: Path, threads: int, seconds: float, work: Path) -> dict:
+def concurrency_64(model_path: Path, backend: str, threads: int, seconds: float, work: Path) -> dict:
     binary = perf_analyzer_path()
     result = {}
     for label, extra in (("c64_batching", ["--max-batch-size", "32", "--max-queue-delay-ms", "2"]),
                          ("c64_no_batching", ["--max-batch-size", "1", "--max-queue-delay-ms", "0"])):
-        s = serve(model_path, threads, extra)
+        s = serve(model_path, backend, threads, extra)
         try:
             before = stats(s)
             if binary:
@@ -274,6 +276,7 @@ def concurrency_64(model_path: Path, threads: int, seconds: float, work: Path) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backend", default="ort-cpu", help="the server's and the in-process runner's backend (ort-cuda on a GPU)")
     ap.add_argument("--seconds", type=float, default=8.0, help="perf_analyzer measurement window at concurrency 64")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds at concurrency 1")
     ap.add_argument("--per-round", type=int, default=50)
@@ -283,16 +286,16 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     model_path = work / "mlp.onnx"
     build_mlp(model_path)
-    result: dict = {"machine": machine_facts(), "threads": args.threads}
+    result: dict = {"machine": machine_facts(), "backend": args.backend, "threads": args.threads}
     if args.rounds:
-        result["c1"] = concurrency_1(model_path, DIMS, args.threads, args.rounds, args.per_round)
+        result["c1"] = concurrency_1(model_path, DIMS, args.backend, args.threads, args.rounds, args.per_round)
         print("c=1", json.dumps(result["c1"]), file=sys.stderr)
         (work / "tiny").mkdir(exist_ok=True)
         build_mlp(work / "tiny" / "mlp.onnx", TINY)
-        result["c1_tiny"] = concurrency_1(work / "tiny" / "mlp.onnx", TINY, args.threads, args.rounds, args.per_round)
+        result["c1_tiny"] = concurrency_1(work / "tiny" / "mlp.onnx", TINY, args.backend, args.threads, args.rounds, args.per_round)
         print("c=1 tiny", json.dumps(result["c1_tiny"]), file=sys.stderr)
     model = hasten.load_model(model_path)
-    runner = hasten.compile(model, "ort-cpu", BackendConfig(threads=args.threads))
+    runner = hasten.compile(model, args.backend, BackendConfig(threads=args.threads))
     data = hasten.synthetic_dataset(model.inputs, size=64)
 
     def in_process(sizes: list[int], budget_s: float) -> dict:
@@ -300,7 +303,7 @@ def main() -> None:
         return {r.batch_size: r.stats.p50_ms for r in direct.results}
 
     before = in_process([1, *range(16, 33)], 1.0)  # sizes the server may form at c=64; again after, averaged
-    result.update(concurrency_64(model_path, args.threads, args.seconds, work))
+    result.update(concurrency_64(model_path, args.backend, args.threads, args.seconds, work))
     b = result["c64_batching"]
     sizes = sorted({1, max(1, round(b["mean_batch"])), 32})
     after = in_process(sizes, 3.0)
@@ -330,7 +333,7 @@ def _table(result: dict) -> None:
         c1 = result.get(key)
         if c1 is None:
             continue
-        t = Table(title=f"hasten serve at concurrency 1 (interleaved rounds), {what}, ort-cpu, {result['threads']} thread(s)")
+        t = Table(title=f"hasten serve at concurrency 1 (interleaved rounds), {what}, {result.get('backend', 'ort-cpu')}, {result['threads']} thread(s)")
         for col in ("path", "p10 ms", "p50 ms", "p99 ms", "overhead (p50 − direct p50)"):
             t.add_column(col, justify="left" if col == "path" else "right")
         for name, label in names.items():
@@ -339,7 +342,7 @@ def _table(result: dict) -> None:
             t.add_row(label, f"{r['p10_ms']:.3f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", over)
         stdout_console().print(t)
 
-    t = Table(title="hasten serve at concurrency 64")
+    t = Table(title=f"hasten serve at concurrency 64, {result.get('backend', 'ort-cpu')}")
     for col in ("case", "req/s", "p50 ms", "p99 ms", "mean batch", "load generator", "client CPU (cores)", "note"):
         t.add_column(col, justify="left" if col in ("case", "load generator", "note") else "right")
     for size, r in result["in_process"].items():

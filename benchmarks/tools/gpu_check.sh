@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # One prepared pass over hasten's GPU code paths, for a lent NVIDIA machine (docs/gpu.md).
-# Run from the repository root. Python packages the machine lacks may sit as wheels in .whl/.
+# Run from the repository root. Python packages the machine lacks may sit as wheels in .whl/ (and, for
+# the serve section, in .srv/whl/ with Triton's perf_analyzer in .srv/pa/: docs/gpu.md says how).
 # Writes its logs and JSON to $OUT (default /tmp/hasten-gpu-check).
 set -uo pipefail
 OUT=${OUT:-/tmp/hasten-gpu-check}; mkdir -p "$OUT"
 export HASTEN_CACHE=${HASTEN_CACHE:-/tmp/hasten-gpu-cache} PYTHONUNBUFFERED=1
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/hasten-site .whl/*.whl || exit 1
+WHEELS=$(compgen -G ".whl/*.whl"; compgen -G ".srv/whl/*.whl")
+if [[ -n "$WHEELS" ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/hasten-site $WHEELS || exit 1
   export PYTHONPATH=/tmp/hasten-site
 fi
+[[ -x .srv/pa/run ]] && export HASTEN_PERF_ANALYZER=$PWD/.srv/pa/run   # bench_server.py's load generator at concurrency 64
 if [[ -n "${ORT_GPU_PARTS:-}" ]]; then   # an onnxruntime-gpu tree sent in pieces (part_aa, part_ab, ...: a split tar.xz)
   mkdir -p /tmp/hasten-ortgpu
   cat "$ORT_GPU_PARTS"/part_* | python3 -c 'import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode="r|xz").extractall("/tmp/hasten-ortgpu")' || exit 1
@@ -22,7 +25,7 @@ mkdir -p /tmp/hasten-bin   # a `hasten` command on PATH without installing (time
 printf '#!/bin/sh\nexec python3 -c "import sys; from hasten.cli import main; sys.argv[0] = \\"hasten\\"; main()" "$@"\n' >/tmp/hasten-bin/hasten
 chmod +x /tmp/hasten-bin/hasten; export PATH=/tmp/hasten-bin:$PATH
 step() { echo; echo "===== $* ($(date +%T))"; }
-want() { [[ " ${SECTIONS:-machine backends tests bench two_four prune ort_cuda} " == *" $1 "* ]]; }   # SECTIONS="two_four prune" runs those alone
+want() { [[ " ${SECTIONS:-machine backends tests bench two_four prune ort_cuda serve} " == *" $1 "* ]]; }   # SECTIONS="two_four prune" runs those alone
 
 if want machine; then step machine
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
@@ -73,5 +76,14 @@ timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_r
 timeout 150 hasten bench digits-cnn -b ort-cpu,ort-cuda --batch-sizes 1,256 --time-budget-s 1 --json "$OUT/bench_ort_cuda.json" 2>&1 | tee "$OUT/bench_ort_cuda.txt"
 timeout 120 hasten profile digits-cnn -b ort-cuda --batch-size 256 --runs 10 2>&1 | tee "$OUT/profile_ort_cuda.txt"
 timeout 60 hasten bench digits-cnn -b ort-tensorrt --batch-sizes 1 --time-budget-s 1 2>&1 | tail -3 | tee "$OUT/ort_tensorrt.txt"
+fi
+if want serve; then   # the server on this machine's CPU (ort-cpu, 1 thread), then on the GPU when ort-cuda is there
+for b in ${SERVE_BACKENDS:-ort-cpu ort-cuda}; do
+  if [[ $b == ort-cuda ]] && ! python3 -c 'import onnxruntime as o, sys; sys.exit("CUDAExecutionProvider" not in o.get_available_providers())'; then
+    echo "skipping serve on ort-cuda: onnxruntime has no CUDA execution provider here (ORT_GPU_PARTS)"; continue
+  fi
+  step "hasten serve under load on $b (benchmarks/bench_server.py)"
+  timeout ${SERVE_TIMEOUT:-300} python3 benchmarks/bench_server.py --backend "$b" --rounds ${SERVE_ROUNDS:-10} --seconds 5 --out "$OUT/serve_$b" 2>&1 | tee "$OUT/bench_server_$b.txt"
+done
 fi
 step done
