@@ -109,6 +109,7 @@ def bench(
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="Allow a GPU/OpenVINO backend to fall back to CPU instead of failing."),
     graph_opt: str = typer.Option("all", "--graph-opt", help="ONNX Runtime graph optimisation level: disable, basic, extended, all."),
     ort_disable: str = typer.Option("", "--ort-disable", help="ONNX Runtime fusions to turn off, comma-separated (e.g. SkipLayerNormFusion): each ORT backend is measured with and without them, interleaved; `hasten profile` says when one is slow."),
+    dynamic_quant_group: int = typer.Option(0, "--dynamic-quant-group", help="OpenVINO backends: also measure them with the MatMuls still in float run as dynamic INT8 (activations quantized per N values, e.g. 128), interleaved with the plain run."),
 ) -> None:
     """Benchmark a model: latency percentiles and throughput per batch size, cold start apart."""
     from hasten.measure import BenchConfig, compare
@@ -122,6 +123,9 @@ def bench(
     dataset, seq_len = _data_for(m, data, seq_len)
     config = BenchConfig(batch_sizes=sizes, seq_len=seq_len, time_budget_s=time_budget_s, target_rel_ci=target_rel_ci)
     names = _pick_backends(backend, backends_for(m), m)
+    BackendConfig(dynamic_quant_group=dynamic_quant_group)  # a bad size is refused now
+    if dynamic_quant_group and not any(n.startswith("openvino") for n in names):
+        raise HastenError("--dynamic-quant-group needs an OpenVINO backend among -b", hint="add -b openvino (or openvino-static)")
     runners = {}
     with stderr_console().status("creating sessions…"):
         for name in names:
@@ -130,6 +134,9 @@ def bench(
                 runners[f"{name} -" + ",".join(bcfg.disabled_optimizers)] = compile(m, name, bcfg)
             else:
                 runners[name] = compile(m, name, bcfg)
+            if dynamic_quant_group and name.startswith("openvino"):
+                runners[f"{name} +dynamic-int8/{dynamic_quant_group}"] = compile(
+                    m, name, dataclasses.replace(bcfg, dynamic_quant_group=dynamic_quant_group))
     results = compare(runners, dataset, config, progress=_progress_hook(len(config.batch_sizes)), model_info=m.info.to_dict())
     print_bench(results, m.name, dataset.name)
     for line in summary_lines(results):
@@ -199,6 +206,7 @@ def quantize(
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for both models."),
     steps: int = typer.Option(200, "--steps", help="qat: fine-tuning steps."),
     smooth_quant_alpha: Optional[float] = typer.Option(None, "--sq-alpha", help="nncf: SmoothQuant strength for transformer MatMuls, 0..1 (-1: off) [default: NNCF's 0.95]."),
+    dynamic_quant_group: int = typer.Option(0, "--dynamic-quant-group", help="OpenVINO backends: run the MatMuls left in float as INT8 anyway (weights INT8 at load, activations quantized at run time per N values, e.g. 128); the fallback then trades static for dynamic INT8 instead of float. 0: off."),
     no_fallback: bool = typer.Option(False, "--no-fallback", help="Do not put sensitive nodes back in float when the budget is missed."),
     keep_if_slower: bool = typer.Option(False, "--keep-if-slower", help="Write the result even if it is not faster than FP32."),
     time_budget_s: float = typer.Option(2.0, "--time-budget-s", help="Timed seconds per batch size and model in the speed check."),
@@ -207,7 +215,9 @@ def quantize(
     """Quantize under an accuracy budget: quality with its CI, fallback trail, and a speed guard."""
     from hasten.compress import config_from_dict
     from hasten.plan import GateConfig, quantize_under_budget
+    from hasten.plan.gate import recommended_backend
     from hasten.plan.report import print_gate
+    from hasten.runtime import BackendConfig
 
     fields = {"method": method}
     if method in ("dynamic", "static"):
@@ -228,7 +238,12 @@ def quantize(
     gate = GateConfig(budget=budget, metric=metric, min_example=min_example, require=_requirements(require),
                       backend=backend, threads=threads,
                       batch_sizes=_split_ints(batch_sizes, "--batch-sizes"), seq_len=seq_len,
-                      time_budget_s=time_budget_s, fallback=not no_fallback, keep_if_slower=keep_if_slower)
+                      time_budget_s=time_budget_s, fallback=not no_fallback, keep_if_slower=keep_if_slower,
+                      dynamic_quant_group=dynamic_quant_group)
+    BackendConfig(dynamic_quant_group=dynamic_quant_group)  # a bad group size is refused before any work
+    if dynamic_quant_group and not (backend or recommended_backend(qconfig) or "ort-cpu").startswith("openvino"):
+        raise HastenError("--dynamic-quant-group needs an OpenVINO backend",
+                          hint="add -b openvino-static (or -b openvino), or drop --dynamic-quant-group")
     with stderr_console().status(f"quantizing ({method}), evaluating, then timing against FP32…"):
         result = quantize_under_budget(m, qconfig, dataset, gate, out)
     print_gate(result, m.path.stat().st_size)

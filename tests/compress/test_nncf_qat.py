@@ -229,3 +229,53 @@ def test_nncf_smooth_quant_alpha_is_applied_and_recorded(tmp_path: Path) -> None
     assert on > 0 and off == 0 and facts["smooth_quant_alpha"] == 0.5
     with pytest.raises(hasten.HastenError, match="smooth_quant_alpha"):
         NncfInt8(smooth_quant_alpha=1.5)
+
+
+@needs_nncf
+def test_dynamic_quant_group_runs_only_the_float_matmuls_as_dynamic_int8(tmp_path: Path) -> None:
+    from hasten.runtime import BackendConfig
+
+    model, _ = _mlp(tmp_path)
+    data = _random_data(model)
+    q = quantize(model, NncfInt8(subset_size=16, nodes_to_exclude=("/2/Gemm",)), data, out=tmp_path / "q.onnx")
+    dq = BackendConfig(threads=1, dynamic_quant_group=32)
+    on_q = hasten.compile(q, "openvino-static", dq)
+    assert on_q.info.extra["dynamic_int8_matmuls"] == 1 and on_q.info.extra["dynamic_quant_group"] == 32
+    fp32 = hasten.compile(model, "openvino", BackendConfig(threads=1))
+    all_dynamic = hasten.compile(model, "openvino", dq)
+    assert all_dynamic.info.extra["dynamic_int8_matmuls"] == 3 and "dynamic_quant_group" not in fp32.info.extra
+    feed = data.batch(0, 32)
+    ref, got = fp32.run(feed)[model.outputs[0].name], all_dynamic.run(feed)[model.outputs[0].name]
+    err = float(np.abs(got - ref).max())
+    assert 0 < err <= 0.05 * max(1.0, float(np.abs(ref).max()))  # INT8: close to FP32, not equal to it
+    with pytest.raises(hasten.HastenError, match="OpenVINO option"):
+        hasten.compile(model, "ort-cpu", dq)
+    with pytest.raises(hasten.HastenError, match="from 16 to 4096"):
+        BackendConfig(dynamic_quant_group=8)
+
+
+@needs_nncf
+def test_the_gate_judges_dynamic_int8_variants_against_the_plain_fp32_baseline(tmp_path: Path, monkeypatch) -> None:
+    import hasten.plan.gate as gate_module
+    from hasten.plan import GateConfig, quantize_under_budget
+
+    model, _ = _mlp(tmp_path)
+    seen: list[tuple[str, int]] = []
+    real = gate_module.compile
+
+    def recording(m: Any, backend: str, cfg: Any) -> Any:
+        seen.append((str(m.path), cfg.dynamic_quant_group))
+        return real(m, backend, cfg)
+
+    monkeypatch.setattr(gate_module, "compile", recording)
+    gate = GateConfig(budget="5%", metric="cosine", backend="openvino", threads=1, batch_sizes=(16,), time_budget_s=0.2,
+                      fallback=False, keep_if_slower=True, dynamic_quant_group=32)
+    result = quantize_under_budget(model, NncfInt8(subset_size=16, nodes_to_exclude=("/2/Gemm",)), _random_data(model),
+                                   gate, tmp_path / "out.onnx")
+    assert seen[0] == (str(model.path), 0)  # the FP32 reference: no dynamic INT8
+    assert all(group == 32 for path, group in seen[1:]) and len(seen) >= 2
+    run_with = result.manifest["run_with"]
+    assert run_with == {"backend": "openvino", "dynamic_quant_group": 32, "dynamic_int8_matmuls": 1}
+    import json
+
+    assert json.loads((tmp_path / "out.manifest.json").read_text())["run_with"] == run_with

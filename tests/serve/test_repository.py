@@ -64,6 +64,8 @@ def test_without_dynamic_batching_each_request_runs_alone(tmp_path: Path) -> Non
     ("!!python/object/apply:os.system ['echo hi']\n", "config.yaml", "not valid YAML"),
     ('platform: "tensorflow_savedmodel"\n', "config.pbtxt", "is not served by hasten"),
     ("max_batch_size: eight\n", "config.pbtxt", "not a valid Triton model config"),
+    ("dynamic_quant_group: 64\n", "config.yaml", "on an openvino backend .got 64 on ort-cpu"),
+    ("backend: openvino\ndynamic_quant_group: 8\n", "config.yaml", "from 16 to 4096"),
 ])
 def test_bad_configs_name_the_file_and_the_field(tmp_path: Path, config: str, file: str, message: str) -> None:
     folder = _model(tmp_path, "m", config, file=file)

@@ -67,6 +67,40 @@ def calibration_items(model: Model, data: Dataset, size: int) -> list[dict[str, 
     return items
 
 
+def float_matmuls(ir: Any) -> list[str]:
+    """Names of the MatMuls of an OpenVINO model whose weight is a float constant (not quantized)."""
+    names = []
+    for op in ir.get_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        for i in range(op.get_input_size()):
+            src = op.input_value(i).get_node()
+            if src.get_type_name() == "Constant" and src.get_element_type().is_real():
+                names.append(op.get_friendly_name())
+                break
+    return names
+
+
+def compress_float_matmuls(ir: Any) -> tuple[Any, list[str]]:
+    """The OpenVINO model with the weights of its float MatMuls compressed to INT8 (symmetric, per
+    output channel; NNCF's weight compression), and their names. Embedding tables and MatMuls
+    quantized already are left alone. With OpenVINO's ``DYNAMIC_QUANTIZATION_GROUP_SIZE`` the CPU
+    plugin then runs those MatMuls on INT8 kernels, quantizing activations at run time."""
+    names = float_matmuls(ir)
+    if not names:
+        return ir, []
+    nncf = _nncf()
+    with _nncf_output_to_stderr():
+        level = logging.getLogger("nncf").level
+        logging.getLogger("nncf").setLevel(logging.WARNING)  # its bit-width table is not ours to print
+        try:
+            ir = nncf.compress_weights(ir, mode=nncf.CompressWeightsMode.INT8_SYM,
+                                       ignored_scope=nncf.IgnoredScope(types=["Gather"], validate=False))
+        finally:
+            logging.getLogger("nncf").setLevel(level)
+    return ir, names
+
+
 @contextlib.contextmanager
 def _nncf_output_to_stderr() -> Iterator[None]:
     """NNCF logs and draws progress on stdout; keep stdout for results."""

@@ -25,6 +25,11 @@ def print_gate(result: Any, baseline_size: int) -> None:
     n_q, n_f = len(m.get("quantized_nodes", [])), len(m.get("float_nodes", []))
     con.print(f"nodes quantized: {n_q}, kept in float: {n_f}; calibration/evaluation examples: "
               f"{result.split.get('calibration', 0)}/{result.split.get('evaluation', 0)}", highlight=False)
+    run_with = m.get("run_with")
+    if run_with:
+        con.print(f"judged and timed on {run_with['backend']} with --dynamic-quant-group {run_with['dynamic_quant_group']}: "
+                  f"{run_with['dynamic_int8_matmuls']} float MatMuls ran as dynamic INT8; run it the same way "
+                  "(the manifest's run_with says so)", highlight=False, soft_wrap=True)
     if result.trail:
         con.print(_trail(result, Table))
     _print_guard(con, result.guard)

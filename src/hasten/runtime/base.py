@@ -45,7 +45,12 @@ def check_disabled_optimizers(names: tuple[str, ...]) -> None:
 class BackendConfig:
     """How a backend runs: threads (``None`` = every usable core), spinning, graph optimisation
     (ONNX Runtime), whether falling back from the requested device to CPU is allowed, the device
-    index, and the compute precision for backends that choose one (OpenVINO, torch)."""
+    index, and the compute precision for backends that choose one (OpenVINO, torch).
+
+    ``dynamic_quant_group`` (OpenVINO only; 0 = off): the MatMuls whose weights are still float
+    run in INT8 all the same — their weights compressed to INT8 per output channel when the model
+    loads, their activations quantized at run time in groups of that many values (OpenVINO's
+    dynamic quantization). A quantized model's float fallback nodes then cost little time."""
 
     threads: int | None = None
     spinning: bool = False
@@ -55,9 +60,14 @@ class BackendConfig:
     validate_inputs: bool = True
     precision: str = "fp32"
     disabled_optimizers: tuple[str, ...] = ()  # ONNX Runtime fusions to turn off (names in ORT_FUSIONS)
+    dynamic_quant_group: int = 0
 
     def __post_init__(self) -> None:
         check_disabled_optimizers(self.disabled_optimizers)
+        if not isinstance(self.dynamic_quant_group, int) or not (self.dynamic_quant_group == 0
+                                                                  or 16 <= self.dynamic_quant_group <= 4096):
+            raise HastenError(f"dynamic_quant_group must be 0 (off) or a group size from 16 to 4096, got {self.dynamic_quant_group!r}",
+                              hint="e.g. 128: activations quantized per 128 values (32: more accurate, slower)")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise HastenError(f"threads must be a positive integer or None, got {self.threads!r}")
         if self.graph_optimization not in GRAPH_OPT_LEVELS:

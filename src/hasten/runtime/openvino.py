@@ -60,8 +60,14 @@ class OpenVinoRunner(Runner):
             "ENABLE_CPU_PINNING": False,  # pinned threads fight other runtimes for cores
         }
         self._core, self._ov_config = core, ov_config
+        dynamic: list[str] = []
         try:
             self._ir = core.read_model(str(model.path))
+            if config.dynamic_quant_group:
+                from hasten.compress.nncf_quant import compress_float_matmuls
+
+                self._ir, dynamic = compress_float_matmuls(self._ir)
+                ov_config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = config.dynamic_quant_group
             self._compiled = core.compile_model(self._ir, "CPU", ov_config)
         except Exception as exc:  # OpenVINO raises RuntimeError with its own text
             raise HastenError(f"OpenVINO could not compile {model.path}: {exc}") from exc
@@ -77,6 +83,9 @@ class OpenVinoRunner(Runner):
             self._by_shape[tuple(sorted((port.get_any_name(), tuple(port.get_shape())) for port in self._ir.inputs))] = self._dynamic
         actual = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
         extra = {"precision": precision, "ov_inference_precision": actual, "openvino": ov.__version__}
+        if config.dynamic_quant_group:
+            extra["dynamic_quant_group"] = int(self._compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE"))
+            extra["dynamic_int8_matmuls"] = len(dynamic)
         if self._static:
             extra["static_shapes_kept"] = STATIC_SHAPES_KEPT
         self.info = RunnerInfo(backend, config.resolved_threads(), "cpu", ("OpenVINO CPU",), time.perf_counter() - start,

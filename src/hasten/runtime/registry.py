@@ -121,5 +121,10 @@ def compile(model: Any, backend: str = "ort-cpu", config: BackendConfig | None =
     if backend not in _BACKENDS:
         raise HastenError(f"unknown backend '{backend}'", hint="known backends: " + ", ".join(_BACKENDS))
     entry = _BACKENDS[backend]
+    config = config or BackendConfig()
+    if config.dynamic_quant_group and not backend.startswith("openvino"):
+        raise HastenError(f"dynamic quantization of float MatMuls (group {config.dynamic_quant_group}) is an OpenVINO "
+                          f"option; backend '{backend}' cannot do it",
+                          hint="use an openvino backend (openvino, openvino-static), or leave the option out")
     module = importlib.import_module(entry.module)
-    return getattr(module, entry.cls)(model, backend, config or BackendConfig())
+    return getattr(module, entry.cls)(model, backend, config)

@@ -256,8 +256,8 @@ def _load(entry: ModelEntry) -> LoadedModel:
                           hint=f"set max_batch_size: 0 in {entry.config_path or 'its config'} (requests then carry the "
                                "whole input shape), or export the model with a dynamic batch axis")
     # the batcher checks every request against the specs; the runner need not check the batch again
-    runners = [compile(model, cfg.backend, BackendConfig(threads=cfg.threads, validate_inputs=False))
-               for _ in range(cfg.instances)]
+    bcfg = BackendConfig(threads=cfg.threads, validate_inputs=False, dynamic_quant_group=cfg.dynamic_quant_group)
+    runners = [compile(model, cfg.backend, bcfg) for _ in range(cfg.instances)]
     batching = cfg.batching()
     if cfg.max_batch_size == 0 and fixed:  # not batching: requests are exactly the model's fixed batch
         batching = batching.with_changes(max_batch_size=fixed)
