@@ -40,15 +40,20 @@ def minilm(threads: int, out: Path, only_cases: str = "") -> list[dict]:
         ("OpenVINO + NNCF INT8, 270 calibration", NncfInt8(subset_size=270), "openvino", True),
         ("OpenVINO + NNCF INT8, SmoothQuant alpha 0.75", NncfInt8(subset_size=128, smooth_quant_alpha=0.75), "openvino", True),
         ("OpenVINO + NNCF INT8, SmoothQuant alpha 0.8", NncfInt8(subset_size=128, smooth_quant_alpha=0.8), "openvino", True),
+        # the fallback's float MatMuls run as dynamic INT8 (OpenVINO's run-time activation quantization, groups of 128)
+        ("OpenVINO + NNCF INT8, float nodes as dynamic INT8", NncfInt8(subset_size=128), "openvino", True, 128),
+        ("OpenVINO + NNCF INT8, SmoothQuant 0.8, float nodes as dynamic INT8", NncfInt8(subset_size=128, smooth_quant_alpha=0.8),
+         "openvino", True, 128),
     ]
     opt_in = ("270", "alpha")  # longer or exploratory runs: only when --cases names them
     rows, accepted = [], {}
     if only_cases:
         cases = [c for c in cases if any(k.strip().lower() in c[0].lower() for k in only_cases.split(","))]
     cases = [c for c in cases if not any(k in c[0] and k not in only_cases for k in opt_in)]
-    for label, qcfg, backend, fallback in cases:
+    for label, qcfg, backend, fallback, *dq in cases:
+        dq = dq[0] if dq else 0
         gate = GateConfig(**BAR, backend=backend, threads=threads, batch_sizes=(8,), seq_len=128, time_budget_s=3.0,
-                          fallback=fallback, keep_if_slower=True)
+                          fallback=fallback, keep_if_slower=True, dynamic_quant_group=dq)
         t0 = time.perf_counter()
         print(f"… {label}", file=sys.stderr)
         r = quantize_under_budget(model, qcfg, data, gate, out / f"minilm-{len(rows)}.onnx")
@@ -57,17 +62,18 @@ def minilm(threads: int, out: Path, only_cases: str = "") -> list[dict]:
                "min_cos": q.extra.get("min"), "nn_agreement": q.extra.get("nn_agreement"),
                "float_nodes": len(r.manifest.get("float_nodes", [])), "quantized_nodes": len(r.manifest.get("quantized_nodes", [])),
                "eval_examples": len(data) - r.split.get("calibration", 0), "seconds": round(time.perf_counter() - t0),
+               "dynamic_quant_group": dq, "dynamic_int8_matmuls": r.manifest.get("run_with", {}).get("dynamic_int8_matmuls", 0),
                "trail": [t.to_dict() for t in r.trail], "guard": r.guard.to_dict() if r.guard else None}
         rows.append(row)
         if r.accepted and r.verdict.passed:
-            accepted[label] = (r.model, backend)
-    for label, (variant, backend) in list(accepted.items()):
+            accepted[label] = (r.model, backend, dq)
+    for label, (variant, backend, dq) in list(accepted.items()):
         if backend == "openvino":  # the same INT8 model on OpenVINO compiled per input shape: quality checked again
             static = f"{label} [static shapes]"
             row = next(r for r in rows if r["case"] == label)
             rows.append({**row, "case": static, "backend": "openvino-static", "trail": [], "guard": None,
-                         **_quality(model, variant, data, "openvino-static", threads, row["eval_examples"])})
-            accepted[static] = (variant, "openvino-static")
+                         **_quality(model, variant, data, "openvino-static", threads, row["eval_examples"], dq)})
+            accepted[static] = (variant, "openvino-static", dq)
     speed = _interleaved(model, data, accepted, threads)
     for row in rows:
         row.update(speed.get(row["case"], {}))
@@ -75,14 +81,14 @@ def minilm(threads: int, out: Path, only_cases: str = "") -> list[dict]:
     return rows
 
 
-def _quality(model, variant, data, backend, threads, n_eval) -> dict:  # noqa: ANN001
+def _quality(model, variant, data, backend, threads, n_eval, dq=0) -> dict:  # noqa: ANN001
     """The bar (the gate's own Judge, same BAR) for ``variant`` on ``backend`` over the last ``n_eval`` examples."""
     from hasten.plan.gate import Judge
 
     cfg = BackendConfig(threads=threads)
     judge = Judge(hasten.compile(model, "ort-cpu", cfg), data.select(slice(len(data) - n_eval, None), "eval"),
                   GateConfig(**BAR, threads=threads))
-    quality, verdict = judge.judge(judge.outputs(hasten.compile(variant, backend, cfg)))
+    quality, verdict = judge.judge(judge.outputs(hasten.compile(variant, backend, BackendConfig(threads=threads, dynamic_quant_group=dq))))
     return {"mean_cos": quality.value, "min_cos": quality.extra.get("min"),
             "nn_agreement": quality.extra.get("nn_agreement"), "passes_bar": verdict.passed}
 
@@ -91,8 +97,8 @@ def _interleaved(model, data, accepted, threads) -> dict:  # noqa: ANN001
     cfg = BackendConfig(threads=threads)
     runners = {"ORT FP32": hasten.compile(model, "ort-cpu", cfg), "OpenVINO FP32": hasten.compile(model, "openvino", cfg),
                "OpenVINO FP32 [static shapes]": hasten.compile(model, "openvino-static", cfg)}
-    for label, (variant, backend) in accepted.items():
-        runners[label] = hasten.compile(variant, backend, cfg)
+    for label, (variant, backend, dq) in accepted.items():
+        runners[label] = hasten.compile(variant, backend, BackendConfig(threads=threads, dynamic_quant_group=dq))
     res = compare(runners, data, BenchConfig(batch_sizes=(8,), seq_len=128, time_budget_s=8.0, min_runs=15), machine={})
     base = res["ORT FP32"].results[0].stats.p50_ms
     out = {label: {"p50_ms": r.results[0].stats.p50_ms, "p99_ms": r.results[0].stats.p99_ms,

@@ -26,6 +26,7 @@ def serve(
     slo_p99_ms: Optional[float] = typer.Option(None, "--slo-p99-ms", help="Single model: let the SLO controller set the window and batch cap to keep p99 under this."),
     instances: Optional[int] = typer.Option(None, "--instances", help="Runner instances (threads); for a repository it overrides every model's config (default there: the config's)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Single model: intra-op threads per instance."),
+    dynamic_quant_group: int = typer.Option(0, "--dynamic-quant-group", help="Single model on an openvino backend: run its float MatMuls as dynamic INT8 (activations quantized per N values), as `hasten quantize --dynamic-quant-group N` judged it."),
     inline: bool = typer.Option(True, "--inline/--no-inline", help="Single model, one instance: a batch that finds the server idle runs on the event loop's thread (saves two thread wake-ups)."),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body accepted (413 beyond)."),
     idle_timeout_s: float = typer.Option(60.0, "--idle-timeout-s", help="Close an HTTP connection silent this long with no request in progress."),
@@ -35,7 +36,7 @@ def serve(
     from hasten.serve.server import ModelServer
 
     entries = _serve_entries(source, backend, max_batch_size, max_queue_delay_ms, max_queue_size, instances or 1, threads,
-                             inline, instances is not None, slo_p99_ms)
+                             inline, instances is not None, slo_p99_ms, dynamic_quant_group)
     names = ", ".join(f"{n} ({e.config.backend}, max batch {e.config.max_batch_size}, {e.config.instances} instance(s))"
                       for n, e in entries.items())
 
@@ -52,7 +53,7 @@ def serve(
 
 def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: float, queue: int, instances: int,
                    threads: int | None, inline: bool = True, instances_set: bool = False,
-                   slo_p99_ms: float | None = None) -> dict[str, Any]:
+                   slo_p99_ms: float | None = None, dynamic_quant_group: int = 0) -> dict[str, Any]:
     from hasten.serve.repository import DynamicBatching, ModelConfig, ModelEntry, check_name, load_entry, load_repository
 
     path = Path(source)
@@ -77,7 +78,7 @@ def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: flo
         max_batch_size = 0
     try:
         config = ModelConfig(backend=backend, max_batch_size=max_batch_size, instances=instances, threads=threads,
-                             inline_when_idle=inline,
+                             inline_when_idle=inline, dynamic_quant_group=dynamic_quant_group,
                              dynamic_batching=DynamicBatching(max_queue_delay_ms=delay_ms, max_queue_size=queue,
                                                               slo_p99_ms=slo_p99_ms))
     except Exception as exc:  # pydantic's ValidationError: say which flag

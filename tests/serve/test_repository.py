@@ -129,3 +129,7 @@ def test_single_model_flags_become_its_config_including_the_slo(tmp_path: Path) 
     assert cfg.dynamic_batching.max_queue_size == 64 and cfg.dynamic_batching.slo_p99_ms == 40.0
     with pytest.raises(HastenError, match="bad serving flags"):
         _serve_entries(str(tmp_path / "lin.onnx"), "ort-cpu", 16, 1.5, 64, 1, 1, slo_p99_ms=-1.0)
+    assert _serve_entries(str(tmp_path / "lin.onnx"), "openvino", 16, 1.5, 64, 1, 1,
+                          dynamic_quant_group=64)["lin"].config.dynamic_quant_group == 64
+    with pytest.raises(HastenError, match="(?s)bad serving flags.*on an openvino backend"):
+        _serve_entries(str(tmp_path / "lin.onnx"), "ort-cpu", 16, 1.5, 64, 1, 1, dynamic_quant_group=64)
