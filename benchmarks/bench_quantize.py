@@ -44,6 +44,8 @@ def minilm(threads: int, out: Path, only_cases: str = "") -> list[dict]:
         ("OpenVINO + NNCF INT8, float nodes as dynamic INT8", NncfInt8(subset_size=128), "openvino", True, 128),
         ("OpenVINO + NNCF INT8, SmoothQuant 0.8, float nodes as dynamic INT8", NncfInt8(subset_size=128, smooth_quant_alpha=0.8),
          "openvino", True, 128),
+        ("OpenVINO static shapes + NNCF INT8, SmoothQuant 0.8, float nodes as dynamic INT8",
+         NncfInt8(subset_size=128, smooth_quant_alpha=0.8), "openvino-static", True, 128),
     ]
     opt_in = ("270", "alpha")  # longer or exploratory runs: only when --cases names them
     rows, accepted = [], {}
