@@ -156,7 +156,7 @@ def main() -> None:
         for r in results["minilm"]:
             for step in r.get("trail", []):
                 print(f"  trail [{r['case']}]: +{step['excluded'][-1]} in float -> {step['value']:.4f} ({'pass' if step['passed'] else 'miss'})")
-    name = "bench_quantize.json" if not args.cases else f"bench_quantize-{args.cases.replace(',', '-')}.json"
+    name = "bench_quantize.json" if not args.cases else f"bench_quantize-{args.cases.replace(',', '-').replace(' ', '-')}.json"
     (args.out / name).write_text(json.dumps({"results": results, "machine": machine_facts()}, indent=2, default=str))
     print(f"wrote {args.out / name}", file=sys.stderr)
 
