@@ -8,6 +8,7 @@ recommends ``openvino``. This is the only module that imports nncf.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import shutil
 import sys
@@ -90,7 +91,8 @@ def compress_float_matmuls(ir: Any) -> tuple[Any, list[str]]:
     if not names:
         return ir, []
     nncf = _nncf()
-    with _nncf_output_to_stderr():
+    # its warnings to stderr; its bit-width table and progress bar (per load, under a second) nowhere
+    with _nncf_output_to_stderr(), contextlib.redirect_stdout(io.StringIO()):
         level = logging.getLogger("nncf").level
         logging.getLogger("nncf").setLevel(logging.WARNING)  # its bit-width table is not ours to print
         try:

@@ -28,7 +28,8 @@ def print_gate(result: Any, baseline_size: int) -> None:
     run_with = m.get("run_with")
     if run_with:
         con.print(f"judged and timed on {run_with['backend']} with --dynamic-quant-group {run_with['dynamic_quant_group']}: "
-                  f"{run_with['dynamic_int8_matmuls']} float MatMuls ran as dynamic INT8; run it the same way "
+                  f"{run_with['dynamic_int8_matmuls']} float MatMul{'' if run_with['dynamic_int8_matmuls'] == 1 else 's'} "
+                  "ran as dynamic INT8; run it the same way "
                   "(the manifest's run_with says so)", highlight=False, soft_wrap=True)
     if result.trail:
         con.print(_trail(result, Table))
