@@ -89,6 +89,28 @@ def test_fallback_puts_the_sensitive_layer_back_in_float(tmp_path: Path) -> None
     assert (tmp_path / "out.onnx").exists() and (tmp_path / "out.manifest.json").exists()
 
 
+def test_the_gate_leaves_no_trial_files_behind(tmp_path: Path, monkeypatch) -> None:
+    """Every trial is a whole model (90 MB each for minilm): they go when the gate is done, as they
+    go during the fallback; a result that was not written to `out` is what stays."""
+    import tempfile
+
+    work = tmp_path / "tmp"
+    work.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(work))
+    model = mlp(tmp_path, outlier=60.0)
+    gate = GateConfig(budget="3%", metric="cosine", batch_sizes=(64,), time_budget_s=0.2, keep_if_slower=True, threads=1)
+    result = quantize_under_budget(model, DynamicInt8(per_channel=False), data(), gate, tmp_path / "out.onnx")
+    assert result.trail and result.accepted  # several trials ran
+    assert not list(work.glob("hasten-gate-*")) and (tmp_path / "out.onnx").exists()
+    refused = quantize_under_budget(model, DynamicInt8(), data(), GateConfig(budget="0", metric="max_abs", batch_sizes=(8,)))
+    assert not refused.accepted and not list(work.glob("hasten-gate-*"))
+    kept = quantize_under_budget(model, DynamicInt8(per_channel=False), data(), gate)  # no out: its file is kept
+    left = [p for p in work.glob("hasten-gate-*/*")]
+    assert kept.accepted and sorted(p.name for p in left) == sorted([Path(kept.model.path).name,
+                                                                     Path(kept.model.path).with_suffix(".manifest.json").name])
+    assert hasten.compile(kept.model, "ort-cpu").run(data().batch(0, 4))
+
+
 def test_gives_up_when_even_all_float_but_one_misses(tmp_path: Path) -> None:
     model = mlp(tmp_path)
     gate = GateConfig(budget="0", metric="max_abs", batch_sizes=(8,), time_budget_s=0.2)

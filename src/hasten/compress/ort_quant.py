@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,8 +138,8 @@ def static(model: Any, config: StaticInt8, data: Any, out: Path) -> dict[str, An
                             weight_type=QuantType.QInt8, nodes_to_exclude=_excluded(config),
                             calibrate_method=method, extra_options=extra)
     finally:
-        if cache is not None:
-            cache.unlink(missing_ok=True)
+        if cache is not None:  # the entropy calibrator's folder: its augmented model and the ranges
+            shutil.rmtree(cache.parent, ignore_errors=True)
     return {"format": "QDQ", "activation_type": "uint8 (asymmetric)", "weight_type": "int8 (symmetric)",
             "calibration_examples": len(calib), "reduce_range": _reduce_range(config),
             "int8_dot_product": int8_dot_product()}

@@ -155,6 +155,8 @@ class _Gate:
         # ONNX Runtime's fusion and pre-processing, once for every trial of the fallback
         self.source = prepare_for_ort(model, qconfig.method, self.tmp / "prepared.onnx")[0]
         self.base_variant: Model | None = None  # for QDQ methods: quantized once, then edited
+        self.first: Model | None = None  # the first trial's variant (what a fallback that gives up returns)
+        self.last: tuple[Any, ...] | None = None
 
     def trial(self, excluded: tuple[str, ...]) -> tuple[Model, Quality, BudgetVerdict]:
         self.trials += 1
@@ -169,8 +171,24 @@ class _Gate:
                 self.base_variant = variant
         quality, verdict = self.judge.judge(self.judge.outputs(compile(variant, self.backend, self.bcfg)))
         self.slack = self.judge.slack
+        if self.last is not None and self.last[1] is not self.first and self.last[1] is not self.base_variant:
+            _remove_model_files(self.last[1])  # nobody comes back to it: free its disk
+        if self.first is None:
+            self.first = variant
         self.last = (excluded, variant, quality, verdict)
         return variant, quality, verdict
+
+    def cleanup(self, keep: Model | None = None) -> None:
+        """Delete the working folder, except ``keep``'s files when they live in it."""
+        import shutil
+
+        kept = {Path(keep.path).resolve(), Path(keep.path).with_suffix(".manifest.json").resolve()} if keep else set()
+        if not kept & {p.resolve() for p in self.tmp.iterdir()}:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        for p in self.tmp.iterdir():
+            if p.resolve() not in kept:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     def score(self, excluded: tuple[str, ...]) -> tuple[float, bool]:
         """The tightest of the bars' normalised margins (budget, worst example, required metrics),
@@ -192,6 +210,16 @@ def quantize_under_budget(model: Model, qconfig: QuantConfig, data: Dataset, gat
         gate = replace(gate, eval_batch_size=model.fixed_batch, batch_sizes=(model.fixed_batch,))
     backend = gate.backend or recommended_backend(qconfig) or "ort-cpu"
     g = _Gate(model, qconfig, data, gate, backend)
+    result = None
+    try:
+        result = _run_gate(g, model, qconfig, gate, backend, out)
+        return result
+    finally:  # the trials' files (a model each: GBs for a transformer) go; a result not written to `out` stays
+        g.cleanup(keep=result.model if result is not None and result.model is not None else None)
+
+
+def _run_gate(g: _Gate, model: Model, qconfig: QuantConfig, gate: GateConfig, backend: str,
+              out: str | Path | None) -> GateResult:
     variant, quality, verdict = g.trial(qconfig.nodes_to_exclude)
     ranked, trail = [], []
     if not verdict.passed and gate.fallback:
@@ -257,6 +285,12 @@ def _weight_bytes(path: Path) -> dict[str, int]:
 
 def recommended_backend(qconfig: QuantConfig) -> str | None:
     return {"nncf": "openvino", "bf16": "openvino-bf16"}.get(qconfig.method)
+
+
+def _remove_model_files(variant: Model) -> None:
+    path = Path(variant.path)
+    for p in (path, path.with_suffix(".manifest.json")):
+        p.unlink(missing_ok=True)
 
 
 def _with_manifest(variant: Model, manifest: dict[str, Any]) -> Model:
