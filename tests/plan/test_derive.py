@@ -20,7 +20,11 @@ FAST = ["--batch-sizes", "64", "--time-budget-s", "0.3", "--threads", "1"]
 
 
 @pytest.mark.slow
-def test_prune_channels_of_the_example_writes_a_gated_smaller_model(tmp_path: Path) -> None:
+def test_prune_channels_of_the_example_writes_a_gated_smaller_model(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    (tmp_path / "t").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "t"))
     out = tmp_path / "pruned.onnx"
     result = runner.invoke(app, ["prune", "digits-cnn", "--method", "channel", "--amount", "0.5",
                                  "--finetune-steps", "150", "--budget", "2pt", "-o", str(out), "--keep-if-slower",
@@ -33,6 +37,7 @@ def test_prune_channels_of_the_example_writes_a_gated_smaller_model(tmp_path: Pa
     manifest = json.loads(out.with_suffix(".manifest.json").read_text())
     assert manifest["parameters"]["after"]["total"] < manifest["parameters"]["before"]["total"] / 3
     assert manifest["finetune"]["data"]["name"] == "digits-train"
+    assert not list((tmp_path / "t").glob("hasten-derive-*"))  # written to -o: the working copy is gone
 
 
 @pytest.mark.slow

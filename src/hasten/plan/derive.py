@@ -87,8 +87,14 @@ def _gated(model: Model, make: Callable[[Any, Path], Model], evaluation: Dataset
     if not verdict.passed:
         result.refused = "quality: " + verdict.message
         return result
-    return guard_and_save(result, baseline, runner, variant, evaluation, gate, out, "the source model",
-                          lambda guard: _why_not_faster(manifest, guard))
+    result = guard_and_save(result, baseline, runner, variant, evaluation, gate, out, "the source model",
+                            lambda guard: _why_not_faster(manifest, guard))
+    if result.model is not None and Path(result.model.path).resolve() != tmp.resolve():
+        import shutil
+
+        shutil.rmtree(tmp.parent, ignore_errors=True)  # written to `out`: the working copy goes (a refused
+        result.candidate = result.model                # candidate stays, for the caller to look at)
+    return result
 
 
 def _why_not_faster(manifest: dict[str, Any], guard: GuardVerdict) -> list[str]:
