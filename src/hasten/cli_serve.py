@@ -76,6 +76,7 @@ def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: flo
         stderr_console().print(f"note: '{name}' has a fixed batch dimension ({m.fixed_batch}); serving it without dynamic "
                                "batching (max_batch_size 0)", highlight=False)
         max_batch_size = 0
+    _note_run_with(m.path, backend, dynamic_quant_group)
     try:
         config = ModelConfig(backend=backend, max_batch_size=max_batch_size, instances=instances, threads=threads,
                              inline_when_idle=inline, dynamic_quant_group=dynamic_quant_group,
@@ -84,3 +85,22 @@ def _serve_entries(source: str, backend: str, max_batch_size: int, delay_ms: flo
     except Exception as exc:  # pydantic's ValidationError: say which flag
         raise HastenError(f"bad serving flags: {exc}") from None
     return {name: ModelEntry(name, {1: m.path}, config, "file")}
+
+
+def _note_run_with(model_path: Path, backend: str, dynamic_quant_group: int) -> None:
+    """A quantized model's manifest says how the gate judged and timed it; say so when serving it otherwise."""
+    import json
+
+    manifest = Path(model_path).with_suffix(".manifest.json")
+    try:
+        run_with = json.loads(manifest.read_text()).get("run_with")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(run_with, dict):
+        return
+    want_backend, want_group = run_with.get("backend"), int(run_with.get("dynamic_quant_group") or 0)
+    if (want_backend, want_group) != (backend, dynamic_quant_group):
+        stderr_console().print(f"note: {manifest.name} says this model was judged and timed with -b {want_backend} "
+                               f"--dynamic-quant-group {want_group}; served with -b {backend}"
+                               + (f" --dynamic-quant-group {dynamic_quant_group}" if dynamic_quant_group else "")
+                               + ", its quality and speed may differ", highlight=False, soft_wrap=True)

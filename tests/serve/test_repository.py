@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,15 @@ def test_single_model_flags_become_its_config_including_the_slo(tmp_path: Path) 
                           dynamic_quant_group=64)["lin"].config.dynamic_quant_group == 64
     with pytest.raises(HastenError, match="(?s)bad serving flags.*on an openvino backend"):
         _serve_entries(str(tmp_path / "lin.onnx"), "ort-cpu", 16, 1.5, 64, 1, 1, dynamic_quant_group=64)
+
+
+def test_serving_a_quantized_model_otherwise_than_its_manifest_says_is_noted(tmp_path: Path, capsys) -> None:
+    from hasten.cli_serve import _serve_entries
+
+    make_linear_onnx(tmp_path / "lin.onnx")
+    (tmp_path / "lin.manifest.json").write_text(json.dumps(
+        {"method": "nncf", "run_with": {"backend": "openvino", "dynamic_quant_group": 128, "dynamic_int8_matmuls": 1}}))
+    _serve_entries(str(tmp_path / "lin.onnx"), "ort-cpu", 16, 1.5, 64, 1, 1)
+    assert "judged and timed with -b openvino --dynamic-quant-group 128; served with -b ort-cpu" in capsys.readouterr().err
+    _serve_entries(str(tmp_path / "lin.onnx"), "openvino", 16, 1.5, 64, 1, 1, dynamic_quant_group=128)
+    assert "judged and timed" not in capsys.readouterr().err
