@@ -115,6 +115,7 @@ def bench(
     from hasten.measure import BenchConfig, compare
     from hasten.measure.report import print_bench, summary_lines
     from hasten.runtime import BackendConfig, backends_for, compile
+    from hasten.runtime.base import check_dynamic_quant_group
 
     bcfg = BackendConfig(threads=threads, allow_fallback=allow_fallback, graph_optimization=graph_opt,
                          disabled_optimizers=_names(ort_disable))
@@ -123,9 +124,8 @@ def bench(
     dataset, seq_len = _data_for(m, data, seq_len)
     config = BenchConfig(batch_sizes=sizes, seq_len=seq_len, time_budget_s=time_budget_s, target_rel_ci=target_rel_ci)
     names = _pick_backends(backend, backends_for(m), m)
-    BackendConfig(dynamic_quant_group=dynamic_quant_group)  # a bad size is refused now
-    if dynamic_quant_group and not any(n.startswith("openvino") for n in names):
-        raise HastenError("--dynamic-quant-group needs an OpenVINO backend among -b", hint="add -b openvino (or openvino-static)")
+    # applied to the OpenVINO backends among -b: checked against the first of them (or the first backend)
+    check_dynamic_quant_group(dynamic_quant_group, next((n for n in names if n.startswith("openvino")), names[0]))
     runners = {}
     with stderr_console().status("creating sessions…"):
         for name in names:
@@ -217,7 +217,7 @@ def quantize(
     from hasten.plan import GateConfig, quantize_under_budget
     from hasten.plan.gate import recommended_backend
     from hasten.plan.report import print_gate
-    from hasten.runtime import BackendConfig
+    from hasten.runtime.base import check_dynamic_quant_group
 
     fields = {"method": method}
     if method in ("dynamic", "static"):
@@ -240,10 +240,7 @@ def quantize(
                       batch_sizes=_split_ints(batch_sizes, "--batch-sizes"), seq_len=seq_len,
                       time_budget_s=time_budget_s, fallback=not no_fallback, keep_if_slower=keep_if_slower,
                       dynamic_quant_group=dynamic_quant_group)
-    BackendConfig(dynamic_quant_group=dynamic_quant_group)  # a bad group size is refused before any work
-    if dynamic_quant_group and not (backend or recommended_backend(qconfig) or "ort-cpu").startswith("openvino"):
-        raise HastenError("--dynamic-quant-group needs an OpenVINO backend",
-                          hint="add -b openvino-static (or -b openvino), or drop --dynamic-quant-group")
+    check_dynamic_quant_group(dynamic_quant_group, backend or recommended_backend(qconfig) or "ort-cpu")  # before any work
     with stderr_console().status(f"quantizing ({method}), evaluating, then timing against FP32…"):
         result = quantize_under_budget(m, qconfig, dataset, gate, out)
     print_gate(result, m.path.stat().st_size)

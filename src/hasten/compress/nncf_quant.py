@@ -91,10 +91,10 @@ def compress_float_matmuls(ir: Any) -> tuple[Any, list[str]]:
     if not names:
         return ir, []
     nncf = _nncf()
-    # its warnings to stderr; its bit-width table and progress bar (per load, under a second) nowhere
+    # on every model load: its warnings to stderr, its INFO bit-width table and its progress bar nowhere
     with _nncf_output_to_stderr(), contextlib.redirect_stdout(io.StringIO()):
         level = logging.getLogger("nncf").level
-        logging.getLogger("nncf").setLevel(logging.WARNING)  # its bit-width table is not ours to print
+        logging.getLogger("nncf").setLevel(logging.WARNING)
         try:
             ir = nncf.compress_weights(ir, mode=nncf.CompressWeightsMode.INT8_SYM,
                                        ignored_scope=nncf.IgnoredScope(types=["Gather"], validate=False))

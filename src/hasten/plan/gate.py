@@ -183,12 +183,15 @@ class _Gate:
         import shutil
 
         kept = {Path(keep.path).resolve(), Path(keep.path).with_suffix(".manifest.json").resolve()} if keep else set()
-        if not kept & {p.resolve() for p in self.tmp.iterdir()}:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
         for p in self.tmp.iterdir():
-            if p.resolve() not in kept:
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            if p.resolve() in kept:
+                continue
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        if not any(self.tmp.iterdir()):
+            self.tmp.rmdir()
 
     def score(self, excluded: tuple[str, ...]) -> tuple[float, bool]:
         """The tightest of the bars' normalised margins (budget, worst example, required metrics),

@@ -41,6 +41,18 @@ def check_disabled_optimizers(names: tuple[str, ...]) -> None:
                           hint="known: " + ", ".join(sorted(ORT_FUSIONS.values())))
 
 
+def check_dynamic_quant_group(group: int, backend: str | None = None) -> None:
+    """``dynamic_quant_group`` is 0 (off) or a group size of 16–4096, and only OpenVINO backends
+    run it (pass ``backend`` to check that too). One check for the API, the CLI and config.yaml."""
+    if not isinstance(group, int) or not (group == 0 or 16 <= group <= 4096):
+        raise HastenError(f"dynamic_quant_group must be 0 (off) or a group size from 16 to 4096, got {group!r}",
+                          hint="e.g. 128: activations quantized per 128 values (32: more accurate, slower)")
+    if group and backend is not None and not backend.startswith("openvino"):
+        raise HastenError(f"dynamic_quant_group (float MatMuls as dynamic INT8) is an OpenVINO option, for use on an "
+                          f"openvino backend (got {group} on {backend})",
+                          hint="use an openvino backend (openvino, openvino-static), or leave the option out")
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     """How a backend runs: threads (``None`` = every usable core), spinning, graph optimisation
@@ -64,10 +76,7 @@ class BackendConfig:
 
     def __post_init__(self) -> None:
         check_disabled_optimizers(self.disabled_optimizers)
-        if not isinstance(self.dynamic_quant_group, int) or not (self.dynamic_quant_group == 0
-                                                                  or 16 <= self.dynamic_quant_group <= 4096):
-            raise HastenError(f"dynamic_quant_group must be 0 (off) or a group size from 16 to 4096, got {self.dynamic_quant_group!r}",
-                              hint="e.g. 128: activations quantized per 128 values (32: more accurate, slower)")
+        check_dynamic_quant_group(self.dynamic_quant_group)
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise HastenError(f"threads must be a positive integer or None, got {self.threads!r}")
         if self.graph_optimization not in GRAPH_OPT_LEVELS:

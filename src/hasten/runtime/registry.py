@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hasten.core import HastenError
-from hasten.runtime.base import BackendConfig, Runner
+from hasten.runtime.base import BackendConfig, Runner, check_dynamic_quant_group
 
 
 @dataclass(frozen=True)
@@ -122,9 +122,6 @@ def compile(model: Any, backend: str = "ort-cpu", config: BackendConfig | None =
         raise HastenError(f"unknown backend '{backend}'", hint="known backends: " + ", ".join(_BACKENDS))
     entry = _BACKENDS[backend]
     config = config or BackendConfig()
-    if config.dynamic_quant_group and not backend.startswith("openvino"):
-        raise HastenError(f"dynamic quantization of float MatMuls (group {config.dynamic_quant_group}) is an OpenVINO "
-                          f"option; backend '{backend}' cannot do it",
-                          hint="use an openvino backend (openvino, openvino-static), or leave the option out")
+    check_dynamic_quant_group(config.dynamic_quant_group, backend)
     module = importlib.import_module(entry.module)
     return getattr(module, entry.cls)(model, backend, config)

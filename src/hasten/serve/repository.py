@@ -46,13 +46,16 @@ class ModelConfig(BaseModel):
     dynamic_batching: DynamicBatching | None = None
     pad_values: dict[str, float] = {}
     inline_when_idle: bool = True  # one instance: a batch finding the server idle runs on the loop thread
-    dynamic_quant_group: int = Field(0, ge=0, le=4096)  # OpenVINO: float MatMuls as dynamic INT8 (`hasten quantize --dynamic-quant-group`)
+    dynamic_quant_group: int = 0  # OpenVINO: float MatMuls as dynamic INT8 (`hasten quantize --dynamic-quant-group`)
 
     @model_validator(mode="after")
     def _dynamic_quant_on_openvino(self) -> ModelConfig:
-        if self.dynamic_quant_group and (self.dynamic_quant_group < 16 or not self.backend.startswith("openvino")):
-            raise ValueError("dynamic_quant_group is 0 (off) or a group size from 16 to 4096, on an openvino backend "
-                             f"(got {self.dynamic_quant_group} on {self.backend})")
+        from hasten.runtime.base import check_dynamic_quant_group
+
+        try:
+            check_dynamic_quant_group(self.dynamic_quant_group, self.backend)
+        except HastenError as exc:
+            raise ValueError(str(exc).split("\n")[0]) from None  # pydantic names the file and field
         return self
 
     def batching(self) -> BatchingConfig:
