@@ -1,7 +1,7 @@
 """Pruning and distillation on this CPU, each result gated and timed interleaved with its source.
 
-Usage:  python benchmarks/bench_prune_distill.py [--threads 1] [--only digits,minilm] [--steps 2500]
-                                                 [--out benchmarks/results]
+Usage:  python benchmarks/bench_prune_distill.py [--threads 1] [--only digits,minilm] [--steps 5000]
+                                                 [--lr 5e-4] [--train-data everyday] [--out benchmarks/results]
 
 digits-cnn (batch 256, ONNX Runtime): 50 % channel pruning + fine-tuning on the training split
 (accuracy on the held-out test split, budget 1 point), 80 %
@@ -10,8 +10,8 @@ Runtime static QDQ; OpenVINO + NNCF), all timed in one interleaved run against t
 ONNX Runtime.
 
 minilm (batch 8 × 128 tokens, ONNX Runtime): a 3-block student distilled from the 6-block teacher
-on Python's own documentation (unlabeled), judged by cosine to the teacher's embeddings on the
-held-out evaluation sentences; then the student after dynamic INT8. The distillation checkpoints
+on unlabeled text (default: the example's training text, `everyday`), judged by cosine to the
+teacher's embeddings on the held-out evaluation sentences; then the student after INT8. The distillation checkpoints
 under <out>/checkpoints, so a stopped run resumes.
 """
 
@@ -32,6 +32,7 @@ from hasten.compress import DynamicInt8, NncfInt8, StaticInt8, quantize  # noqa:
 from hasten.compress.distill import DistillConfig  # noqa: E402
 from hasten.compress.prune import PruneConfig  # noqa: E402
 from hasten.measure import BenchConfig, compare, machine_facts  # noqa: E402
+from hasten.models import training_dataset  # noqa: E402
 from hasten.plan import GateConfig  # noqa: E402
 from hasten.plan.derive import distill_under_budget, prune_under_budget  # noqa: E402
 from hasten.runtime import BackendConfig  # noqa: E402
@@ -78,17 +79,17 @@ def digits(threads: int, out: Path) -> list[dict]:
     return rows
 
 
-def minilm(threads: int, out: Path, steps: int, train_data: str = "pydoc+markov-wiki") -> list[dict]:
+def minilm(threads: int, out: Path, steps: int, train_data: str | None = None, lr: float = 5e-4) -> list[dict]:
     teacher = hasten.load_model("minilm")
     evaluation = hasten.load_dataset("minilm", teacher)
-    train = hasten.load_dataset(train_data, teacher)
+    train = hasten.load_dataset(train_data, teacher) if train_data else training_dataset(teacher)
     gate = GateConfig(budget="5%", metric="cosine", threads=threads, batch_sizes=(8,), seq_len=128,
                       time_budget_s=2.0, keep_if_slower=True)
-    config = DistillConfig("layers=3", steps=steps, lr=2e-4, max_length=64)
+    config = DistillConfig("layers=3", steps=steps, lr=lr, max_length=64)
     print(f"… minilm → 3-block student, {steps} steps on {len(train)} sentences ({train.name})", file=sys.stderr)
     t0 = time.perf_counter()
     r = distill_under_budget(teacher, config, train, evaluation, gate, out / "minilm-student.onnx",
-                             checkpoint=out / "checkpoints" / f"minilm-student-{steps}-{train_data}")
+                             checkpoint=out / "checkpoints" / f"minilm-student-{steps}-{lr:g}-{train.name}")
     m = r.manifest
     student = r.model or r.candidate  # measured even if it misses the bar (the table says so)
     reference = collect_outputs(hasten.compile(teacher, "ort-cpu", BackendConfig(threads=threads)), evaluation)
@@ -97,7 +98,7 @@ def minilm(threads: int, out: Path, steps: int, train_data: str = "pydoc+markov-
              "params": m["parameters"]["after"]["total"], "params_before": m["parameters"]["before"]["total"],
              "macs": m["macs"]["after"], "macs_before": m["macs"]["before"], "steps": m["training"]["steps"],
              "evaluations": m["training"]["evaluations"], "seconds": round(time.perf_counter() - t0),
-             "train_data": train.name, "train_examples": len(train)}]
+             "train_data": train.name, "train_examples": len(train), "lr": lr, "dropout": config.dropout}]
     variants = {rows[0]["case"]: student}
     for label, qcfg, backend in (("student, dynamic INT8 per-tensor", DynamicInt8(per_channel=False), "ort-cpu"),
                                  ("student, dynamic INT8 per-channel", DynamicInt8(), "ort-cpu"),
@@ -148,9 +149,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default="digits,minilm")
-    ap.add_argument("--steps", type=int, default=2500, help="minilm distillation steps")
-    ap.add_argument("--train-data", default="pydoc+markov-wiki", help="minilm training text: pydoc, markov-wiki, "
-                    "pydoc+markov-wiki or a .txt file")
+    ap.add_argument("--steps", type=int, default=5000, help="minilm distillation steps")
+    ap.add_argument("--lr", type=float, default=5e-4, help="minilm distillation peak learning rate")
+    ap.add_argument("--train-data", default=None, help="minilm training text: everyday, pydoc, markov-wiki, several "
+                    "joined with + (everyday+markov-wiki), or a .txt file [default: the example's training text]")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     work = args.out / "prune_distill"
@@ -160,7 +162,7 @@ def main() -> None:
         result["digits"] = digits(args.threads, work)
         _table(f"digits-cnn, batch 256, {args.threads} thread(s); speed-up vs FP32 on ort-cpu", result["digits"], "accuracy")
     if "minilm" in args.only:
-        result["minilm"] = minilm(args.threads, work, args.steps, args.train_data)
+        result["minilm"] = minilm(args.threads, work, args.steps, args.train_data, args.lr)
         _table(f"minilm → 3-block student, batch 8 × 128, {args.threads} thread(s); speed-up vs the FP32 teacher on ort-cpu", result["minilm"],
                "mean cos")
     name = "bench_prune_distill" + ("" if args.only == "digits,minilm" else "-" + args.only.replace(",", "-"))

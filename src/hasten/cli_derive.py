@@ -31,7 +31,7 @@ def prune(
     method: str = typer.Option("channel", "--method", "-m", help="unstructured | channel | 2:4"),
     amount: float = typer.Option(0.5, "--amount", help="Fraction removed: of weights (unstructured), of channels/heads (channel); 2:4 is always 0.5."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the pruned .onnx (a .manifest.json goes beside it)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Training data for fine-tuning: .npz, .txt (one text per line), or for text models pydoc | markov-wiki | pydoc+markov-wiki [default: the example's training split]."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training data for fine-tuning: .npz, .txt (one text per line), or for text models built-in text: everyday | pydoc | markov-wiki, or several joined with + [default: the example's training split]."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data for the quality gate [default: the example's test data, else the last 20% of --data]."),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Fine-tuning steps after pruning (stops early once the budget holds)."),
     importance: str = typer.Option("l1", "--importance", help="channel: l1 | l2 | taylor."),
@@ -75,7 +75,7 @@ def distill(
     teacher: str = typer.Argument(..., help="The teacher: a built-in example or a sentence-transformers folder (a model that came from torch)."),
     student: str = typer.Option("layers=3", "--student", help="layers=N | layers=0,2,4 | width=0.5 | module:function."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the student .onnx (a .manifest.json goes beside it)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Training data: .npz, .txt (one text per line), or for text models pydoc | markov-wiki | pydoc+markov-wiki [default: the example's training data]."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training data: .npz, .txt (one text per line), or for text models built-in text: everyday | pydoc | markov-wiki, or several joined with + [default: the example's training data]."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data for the quality gate [default: the example's evaluation data, else the last 20% of --data]."),
     steps: int = typer.Option(1000, "--steps", help="Training steps."),
     temperature: float = typer.Option(4.0, "--temperature", "-T", help="Classifiers: softmax temperature of the soft targets."),
@@ -84,6 +84,7 @@ def distill(
     lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (AdamW, cosine decay); 2e-4 suits pre-trained transformers."),
     batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
     max_length: int = typer.Option(64, "--max-length", help="Text: tokens per training example, at most."),
+    dropout: bool = typer.Option(False, "--dropout", help="Keep the student's dropout layers active while it trains (off by default: it imitates a deterministic teacher)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Folder for checkpoints; a stopped run resumes from it."),
     early_stop: bool = typer.Option(False, "--early-stop", help="Stop as soon as the budget holds on the held-out data."),
     budget: str = typer.Option("5%", "--budget", help="Allowed quality drop vs the teacher: '5%' (relative), '1pt' / '0.05' (absolute)."),
@@ -103,7 +104,7 @@ def distill(
     from hasten.plan.derive import distill_under_budget
 
     config = DistillConfig(student=student, steps=steps, temperature=temperature, alpha=alpha, loss=loss, lr=lr,
-                           batch_size=batch_size, max_length=max_length)
+                           batch_size=batch_size, max_length=max_length, dropout=dropout)
     m = _load(teacher)
     _need_torch(m, "distill")
     train, evaluation, seq_len = _train_eval(m, data, eval_data, seq_len, needed=True)

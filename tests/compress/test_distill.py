@@ -86,6 +86,20 @@ def test_a_transformer_student_keeps_fewer_blocks_and_runs(tmp_path: Path) -> No
     assert "block-output" not in evenly.info.extra["manifest"]["loss"]
 
 
+def test_the_student_trains_without_dropout_unless_asked(tmp_path: Path) -> None:
+    teacher = _tiny_bert(tmp_path)
+    before = [m.p for m in teacher.torch_module().modules() if isinstance(m, torch.nn.Dropout)]
+    assert before and max(before) > 0
+    ids = np.random.default_rng(0).integers(1, 100, (32, 8)).astype(np.int64)
+    data = hasten.Dataset({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    off = distill(teacher, DistillConfig("layers=1", steps=2, batch_size=16), data, tmp_path / "off.onnx")
+    assert off.info.extra["manifest"]["config"]["dropout"] is False
+    assert all(m.p == 0 for m in off.torch_module().modules() if isinstance(m, torch.nn.Dropout))
+    on = distill(teacher, DistillConfig("layers=1", steps=2, batch_size=16, dropout=True), data, tmp_path / "on.onnx")
+    assert max(m.p for m in on.torch_module().modules() if isinstance(m, torch.nn.Dropout)) > 0
+    assert [m.p for m in teacher.torch_module().modules() if isinstance(m, torch.nn.Dropout)] == before
+
+
 def test_a_classifier_student_learns_soft_targets_and_a_stopped_run_resumes(tmp_path: Path) -> None:
     teacher = _cnn_model(tmp_path)
     data = _images(128)

@@ -74,19 +74,20 @@ def _from_torch(module: Any, example_input: Any, name: str | None, exporter: str
 
 def load_dataset(source: str | Path | Dataset, model: Model | None = None) -> Dataset:
     """A `Dataset` from an ``.npz`` file, a built-in example name, a ``.txt`` file (one text per
-    line) or built-in text for text models — ``pydoc`` (sentences of Python's own documentation:
-    pydoc topics and standard-library docstrings), ``markov-wiki`` (sentences from a Wikipedia
-    trigram model) or ``pydoc+markov-wiki`` — or as given;
+    line) or built-in text for text models — ``everyday`` (everyday English written for hasten),
+    ``pydoc`` (sentences of Python's own documentation: pydoc topics and standard-library
+    docstrings), ``markov-wiki`` (sentences from a Wikipedia trigram model), or several joined with
+    ``+`` — or as given;
     checked against ``model``'s inputs when a model is given."""
     from hasten.models import corpus
 
     if isinstance(source, Dataset):
         data = source
-    elif str(source) in corpus.TEXTS or str(source).endswith(".txt"):
+    elif corpus.is_builtin_text(str(source)) or str(source).endswith(".txt"):
         if model is None:
             raise HastenError(f"text data ({source}) needs the model, to tokenize it")
-        if str(source) in corpus.TEXTS:
-            data = corpus.text_dataset(model, *corpus.TEXTS[str(source)]())
+        if corpus.is_builtin_text(str(source)):
+            data = corpus.text_dataset(model, *corpus.builtin_text(str(source)))
         else:
             if not Path(source).is_file():
                 raise HastenError(f"text file not found: {source}")
@@ -111,9 +112,8 @@ def default_dataset(model: Model) -> Dataset | None:
 
 def training_dataset(model: Model) -> Dataset | None:
     """Data to train on (fine-tuning, distillation) for a built-in example, disjoint from its
-    evaluation data: digits-cnn's training split; for text examples unlabeled sentences: Python's
-    documentation plus Wikipedia-trigram sentences (``pydoc+markov-wiki``), or ``pydoc`` alone when
-    essential-generators is not installed."""
+    evaluation data: digits-cnn's training split; for text examples the unlabeled ``everyday`` text
+    (none of its lines shares half its words with an evaluation sentence)."""
     if not model.info.source.startswith("example:"):
         return None
     if model.info.source == "example:digits-cnn":
