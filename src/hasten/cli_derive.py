@@ -81,7 +81,7 @@ def distill(
     temperature: float = typer.Option(4.0, "--temperature", "-T", help="Classifiers: softmax temperature of the soft targets."),
     alpha: float = typer.Option(0.7, "--alpha", help="Classifiers: weight of the soft-target loss (1 - alpha on the labels)."),
     loss: str = typer.Option("auto", "--loss", help="auto | kl | mse | cosine | mse+cosine (auto: kl for classifiers, mse+cosine for embeddings)."),
-    lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (AdamW, cosine decay); 2e-4 suits pre-trained transformers."),
+    lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (AdamW, cosine decay); minilm, 3 blocks, 400 steps: 5e-4 beat 2e-4 and 1e-3."),
     batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
     max_length: int = typer.Option(64, "--max-length", help="Text: tokens per training example, at most."),
     dropout: bool = typer.Option(False, "--dropout", help="Keep the student's dropout layers active while it trains (off by default: it imitates a deterministic teacher)."),

@@ -51,7 +51,7 @@ class DistillConfig:
     temperature: float = 4.0
     alpha: float = 0.7
     loss: str = "auto"
-    lr: float = 2e-4
+    lr: float = 5e-4
     batch_size: int = 32
     max_length: int = 64
     hidden_weight: float = 1.0
