@@ -98,7 +98,7 @@ def minilm(threads: int, out: Path, steps: int, train_data: str | None = None, l
              "params": m["parameters"]["after"]["total"], "params_before": m["parameters"]["before"]["total"],
              "macs": m["macs"]["after"], "macs_before": m["macs"]["before"], "steps": m["training"]["steps"],
              "evaluations": m["training"]["evaluations"], "seconds": round(time.perf_counter() - t0),
-             "train_data": train.name, "train_examples": len(train), "lr": lr, "dropout": config.dropout}]
+             "train_data": train.name, "train_examples": len(train), "lr": lr, "dropout": m.get("dropout")}]
     variants = {rows[0]["case"]: student}
     for label, qcfg, backend in (("student, dynamic INT8 per-tensor", DynamicInt8(per_channel=False), "ort-cpu"),
                                  ("student, dynamic INT8 per-channel", DynamicInt8(), "ort-cpu"),

@@ -84,7 +84,7 @@ def distill(
     lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (AdamW, cosine decay); minilm, 3 blocks, 400 steps: 5e-4 beat 2e-4 and 1e-3."),
     batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
     max_length: int = typer.Option(64, "--max-length", help="Text: tokens per training example, at most."),
-    dropout: bool = typer.Option(False, "--dropout", help="Keep the student's dropout layers active while it trains (off by default: it imitates a deterministic teacher)."),
+    dropout: Optional[bool] = typer.Option(None, "--dropout/--no-dropout", help="Keep the student's dropout layers active while it trains [default: off for embedding students, which imitate a deterministic teacher; on for classifiers]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Folder for checkpoints; a stopped run resumes from it."),
     early_stop: bool = typer.Option(False, "--early-stop", help="Stop as soon as the budget holds on the held-out data."),
     budget: str = typer.Option("5%", "--budget", help="Allowed quality drop vs the teacher: '5%' (relative), '1pt' / '0.05' (absolute)."),

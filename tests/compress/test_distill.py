@@ -93,7 +93,8 @@ def test_the_student_trains_without_dropout_unless_asked(tmp_path: Path) -> None
     ids = np.random.default_rng(0).integers(1, 100, (32, 8)).astype(np.int64)
     data = hasten.Dataset({"input_ids": ids, "attention_mask": np.ones_like(ids)})
     off = distill(teacher, DistillConfig("layers=1", steps=2, batch_size=16), data, tmp_path / "off.onnx")
-    assert off.info.extra["manifest"]["config"]["dropout"] is False
+    assert off.info.extra["manifest"]["config"]["dropout"] is None  # auto: off for an embedding student
+    assert off.info.extra["manifest"]["dropout"] is False
     assert all(m.p == 0 for m in off.torch_module().modules() if isinstance(m, torch.nn.Dropout))
     on = distill(teacher, DistillConfig("layers=1", steps=2, batch_size=16, dropout=True), data, tmp_path / "on.onnx")
     assert max(m.p for m in on.torch_module().modules() if isinstance(m, torch.nn.Dropout)) > 0
@@ -107,6 +108,7 @@ def test_a_classifier_student_learns_soft_targets_and_a_stopped_run_resumes(tmp_
     whole = distill(teacher, config, data, tmp_path / "whole.onnx")
     man = whole.info.extra["manifest"]
     assert man["loss"] == "kl" and man["temperature"] == 4.0 and man["alpha"] == 0.7
+    assert man["dropout"] is True  # auto: a classifier student keeps its dropout
     assert man["student"]["kind"] == "width"
     assert man["parameters"]["after"]["total"] < man["parameters"]["before"]["total"] / 2
 
