@@ -79,3 +79,11 @@ def test_builtin_text_names_are_checked() -> None:
     assert not corpus.is_builtin_text("everyday+everyday") and not corpus.is_builtin_text("wiki")
     with pytest.raises(HastenError, match="everyday"):
         corpus.builtin_text("pydoc+nonsense")
+
+
+def test_an_unknown_data_name_lists_what_is_built_in() -> None:
+    import hasten
+
+    with pytest.raises(HastenError, match="no data named 'everyday\\+wiki'") as err:
+        hasten.load_dataset("everyday+wiki")
+    assert "pydoc, markov-wiki, everyday" in err.value.hint and "minilm" in err.value.hint

@@ -96,6 +96,13 @@ def load_dataset(source: str | Path | Dataset, model: Model | None = None) -> Da
         from hasten.models.examples import example_dataset, load_example
 
         data = example_dataset(source, model if model is not None and model.name == source else load_example(source))
+    elif not Path(source).suffix and not Path(source).exists():  # a name, neither built in nor a file
+        from hasten.models.examples import EXAMPLES
+
+        raise HastenError(f"no data named '{source}'",
+                          hint="pass a .npz file, a .txt file (one text per line), a built-in example ("
+                               + ", ".join(EXAMPLES) + ") or, for text models, built-in text: "
+                               + ", ".join(corpus.TEXTS) + " (several joined with +, e.g. everyday+markov-wiki)")
     else:
         data = Dataset.from_npz(source)
     if model is not None:
