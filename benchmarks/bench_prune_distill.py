@@ -1,6 +1,6 @@
 """Pruning and distillation on this CPU, each result gated and timed interleaved with its source.
 
-Usage:  python benchmarks/bench_prune_distill.py [--threads 1] [--only digits,minilm] [--steps 5000]
+Usage:  python benchmarks/bench_prune_distill.py [--threads 1] [--only digits,minilm] [--steps 6000]
                                                  [--lr 5e-4] [--train-data everyday] [--out benchmarks/results]
 
 digits-cnn (batch 256, ONNX Runtime): 50 % channel pruning + fine-tuning on the training split
