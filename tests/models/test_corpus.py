@@ -1,4 +1,4 @@
-"""Built-in unlabeled text: Python's own documentation and sentences from a Wikipedia trigram model."""
+"""Built-in unlabeled text: Python's own documentation, sentences from a Wikipedia trigram model, everyday English, and joins of them."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_markov_wiki_sentences_are_reproducible_distinct_and_sentence_shaped() -
 @needs_generators
 def test_the_mixed_text_holds_every_pydoc_sentence_and_as_many_generated_ones() -> None:
     python = corpus.python_sentences()
-    mixed = corpus.mixed_sentences()
+    mixed = corpus.builtin_text("pydoc+markov-wiki")[0]
     assert set(python) <= set(mixed) and len(mixed) >= 2 * len(python)
     assert mixed[: len(python)] != python  # shuffled together
 

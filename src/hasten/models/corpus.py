@@ -1,11 +1,12 @@
 """Text for training on unlabeled sentences without downloading anything: the standard library's
 ``pydoc_data`` topics (the language reference's help pages) and the docstrings of its own modules —
-about 10,000 technical English sentences (``pydoc``) —, general-domain sentences generated from
+about 10,000 technical English sentences (``pydoc``); general-domain sentences generated from
 the word-trigram model of Wikipedia text that the ``essential-generators`` package ships
-(``markov-wiki``; synthetic, roughly grammatical, wide vocabulary), and ``everyday``: about 9,900
-lines of everyday English written for hasten (chat, questions, support requests, news, reviews,
-instructions), kept apart from the minilm example's evaluation sentences. Names join with ``+``
-(``everyday+markov-wiki``): each part then gets an equal share of the examples."""
+(``markov-wiki``; synthetic, roughly grammatical, wide vocabulary); and ``everyday``: 15,817
+lines of everyday English written for hasten (chat, spoken replies, questions and answers,
+support requests, reviews, news, explanations, notices), kept apart from the minilm example's
+evaluation sentences. Names join with ``+`` (``everyday+markov-wiki``): each part then gets an
+equal share of the examples."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from hasten.models.model import Model
 PYDOC = "pydoc"
 MARKOV_WIKI = "markov-wiki"
 EVERYDAY = "everyday"
-MIXED = "pydoc+markov-wiki"
 EVERYDAY_FILE = Path(__file__).parent / "examples" / "data" / "everyday.txt"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 _CODE_LIKE = re.compile(r"[>{}=\[\]|]{2,}|\*\*|\.\.\.|::|^\W")
@@ -188,11 +188,6 @@ def builtin_text(name: str, seed: int = 0) -> tuple[list[str], str]:
     texts = [p[i % len(p)] for p in parts for i in range(most)]
     order = np.random.default_rng(seed).permutation(len(texts))
     return [texts[i] for i in order], label
-
-
-def mixed_sentences(seed: int = 0) -> list[str]:
-    """``pydoc+markov-wiki``: technical and general-domain text in equal shares, shuffled together."""
-    return builtin_text(MIXED, seed)[0]
 
 
 def default_training_text() -> str:
