@@ -84,6 +84,9 @@ def distill(
     lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (AdamW, cosine decay); minilm, 3 blocks, 400 steps: 5e-4 beat 2e-4 and 1e-3."),
     batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
     max_length: int = typer.Option(64, "--max-length", help="Text: tokens per training example, at most."),
+    hidden_weight: float = typer.Option(1.0, "--hidden-weight", help="layers=N students: weight of the loss that matches each student block's output to the teacher block it stands in for (0: off)."),
+    device: str = typer.Option("auto", "--device", help="Where the student trains: auto (a CUDA GPU when torch sees one, else the CPU) | cpu | cuda | cuda:N. Export and checks run on the CPU."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop training after this many seconds; the student so far is exported and checked (its learning-rate schedule cut short)."),
     dropout: Optional[bool] = typer.Option(None, "--dropout/--no-dropout", help="Keep the student's dropout layers active while it trains [default: off for embedding students, which imitate a deterministic teacher; on for classifiers]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Folder for checkpoints; a stopped run resumes from it."),
     early_stop: bool = typer.Option(False, "--early-stop", help="Stop as soon as the budget holds on the held-out data."),
@@ -104,7 +107,8 @@ def distill(
     from hasten.plan.derive import distill_under_budget
 
     config = DistillConfig(student=student, steps=steps, temperature=temperature, alpha=alpha, loss=loss, lr=lr,
-                           batch_size=batch_size, max_length=max_length, dropout=dropout)
+                           batch_size=batch_size, max_length=max_length, dropout=dropout, hidden_weight=hidden_weight,
+                           device=device, time_limit_s=time_limit)
     m = _load(teacher)
     _need_torch(m, "distill")
     train, evaluation, seq_len = _train_eval(m, data, eval_data, seq_len, needed=True)

@@ -11,6 +11,7 @@ import pytest
 
 import hasten
 from hasten.compress.distill import (DistillConfig, _HiddenMatch, distill, keep_indices, kd_loss, parse_student)
+from hasten.compress.training import as_tuple
 from hasten.core import HastenError
 from hasten.runtime import compile
 from tests.compress.test_prune import Killed, _cnn_model, _images, _tiny_bert, _weights, killed_at
@@ -145,3 +146,66 @@ def test_a_given_student_is_checked_against_the_teacher(tmp_path: Path) -> None:
     with pytest.raises(HastenError, match="at least 2 examples"):
         distill(teacher, DistillConfig("width=0.5", steps=5), _images(1))
     assert not math.isnan(student.info.extra["manifest"]["training"]["final_loss"])
+
+
+def test_the_training_device_is_checked_and_recorded(tmp_path: Path) -> None:
+    from hasten.compress.training import training_device
+
+    for bad in ("gpu", "cuda:x", "tpu", ""):
+        with pytest.raises(HastenError, match="unknown training device"):
+            DistillConfig(device=bad)
+    assert training_device("cpu", torch).type == "cpu"
+    if not torch.cuda.is_available():
+        assert training_device("auto", torch).type == "cpu"
+        with pytest.raises(HastenError, match="sees no CUDA GPU"):
+            training_device("cuda", torch)
+    teacher = _tiny_bert(tmp_path)
+    ids = np.random.default_rng(0).integers(1, 100, (32, 8)).astype(np.int64)
+    data = hasten.Dataset({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    student = distill(teacher, DistillConfig("layers=1", steps=2, batch_size=16, device="cpu"), data, tmp_path / "s.onnx")
+    assert student.info.extra["manifest"]["training"]["device"] == "cpu"
+
+
+def test_a_time_limit_stops_training_and_the_run_resumes_without_it(tmp_path: Path) -> None:
+    teacher = _tiny_bert(tmp_path)
+    ids = np.random.default_rng(0).integers(1, 100, (32, 8)).astype(np.int64)
+    data = hasten.Dataset({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    with pytest.raises(HastenError, match="time_limit_s must be > 0"):
+        DistillConfig(time_limit_s=0)
+    cut = distill(teacher, DistillConfig("layers=1", steps=20, batch_size=16, time_limit_s=1e-9), data,
+                  tmp_path / "cut.onnx", checkpoint=tmp_path / "ck")
+    training = cut.info.extra["manifest"]["training"]
+    assert training["steps"] == 1 and training["stopped_at_time_limit"] is True  # every step outlasts 1 ns
+    whole = distill(teacher, DistillConfig("layers=1", steps=20, batch_size=16), data, tmp_path / "w.onnx",
+                    checkpoint=tmp_path / "ck")  # the limit is not part of the run: its checkpoint resumes
+    training = whole.info.extra["manifest"]["training"]
+    assert training["resumed_from"] == 1 and training["steps"] == 20 and training["stopped_at_time_limit"] is False
+
+
+@pytest.mark.gpu
+def test_a_student_trains_on_the_gpu_and_its_checkpoint_resumes_on_the_cpu(tmp_path: Path) -> None:
+    teacher = _tiny_bert(tmp_path)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 100, (64, 10)).astype(np.int64)
+    data = hasten.Dataset({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    config = DistillConfig("layers=1", steps=100, lr=1e-3, batch_size=16, device="cuda")
+    with pytest.raises(Killed):  # at step 75, after the checkpoint of step 50, written from the GPU
+        distill(teacher, config, data, tmp_path / "a.onnx", checkpoint=tmp_path / "ck", monitor=killed_at(75))
+    assert all(p.device.type == "cpu" for p in teacher.torch_module().parameters())  # the teacher came back
+    on_gpu = distill(teacher, config, data, tmp_path / "g.onnx")
+    man = on_gpu.info.extra["manifest"]
+    assert man["training"]["device"].startswith("cuda:0 (") and man["training"]["steps"] == 100
+    resumed = distill(teacher, DistillConfig("layers=1", steps=100, lr=1e-3, batch_size=16, device="cpu"), data,
+                      tmp_path / "b.onnx", checkpoint=tmp_path / "ck")
+    assert resumed.info.extra["manifest"]["training"]["resumed_from"] == 50
+    feed = {"input_ids": ids[:16], "attention_mask": np.ones_like(ids[:16])}
+    want = as_tuple(teacher.torch_module()(*(torch.from_numpy(v) for v in feed.values())))[0].detach().numpy()
+
+    def cosine(model: hasten.Model) -> float:
+        got = next(iter(compile(model, "ort-cpu").run(feed).values()))
+        return float(np.mean(np.sum(got * want, 1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))))
+
+    one_step = distill(teacher, DistillConfig("layers=1", steps=1, batch_size=16, device="cuda"), data, tmp_path / "o.onnx")
+    assert cosine(on_gpu) > cosine(one_step)  # 100 GPU steps brought the exported student closer to the teacher
+    torch_out = as_tuple(on_gpu.torch_module()(*(torch.from_numpy(v) for v in feed.values())))[0].detach().numpy()
+    np.testing.assert_allclose(next(iter(compile(on_gpu, "ort-cpu").run(feed).values())), torch_out, rtol=1e-4, atol=1e-4)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hasten.compress.training import (Checkpoint, as_tuple, fingerprint, fit, is_classifier, shuffled_batches,
-                                      watching)
+from hasten.compress.training import (Checkpoint, as_tuple, check_device, device_name, fingerprint, fit,
+                                      is_classifier, shuffled_batches, training_device, watching)
 from hasten.core import HastenError
 
 if TYPE_CHECKING:
@@ -46,7 +46,12 @@ class DistillConfig:
     active while it trains; ``None`` (auto) turns them off for embedding losses, where the student
     imitates a deterministic teacher (minilm, 3 blocks, 400 steps: mean cosine 0.903 without, 0.893
     with), and keeps them for classifiers, where they regularise (digits-cnn, width 0.5, 400 steps:
-    accuracy 0.983 with, 0.978 without); batch-norm layers train either way."""
+    accuracy 0.983 with, 0.978 without); batch-norm layers train either way. ``device``: where
+    the student trains, ``auto`` (a CUDA GPU when torch sees one, else the CPU), ``cpu``, ``cuda`` or
+    ``cuda:N``; on a GPU, float32 matrix products use TF32 while training. The result is exported
+    and checked on the CPU either way, and a checkpoint resumes on another device. ``time_limit_s``
+    stops training after that many seconds in the loop (the student so far is exported and checked,
+    with its learning-rate schedule cut short; the manifest says so)."""
 
     student: str = "layers=3"
     steps: int = 1000
@@ -59,6 +64,8 @@ class DistillConfig:
     hidden_weight: float = 1.0
     dropout: bool | None = None
     seed: int = 0
+    device: str = "auto"
+    time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
         parse_student(self.student)
@@ -75,6 +82,9 @@ class DistillConfig:
             raise HastenError(f"lr must be > 0, got {self.lr!r}")
         if not self.hidden_weight >= 0:
             raise HastenError(f"hidden_weight must be >= 0, got {self.hidden_weight!r}")
+        check_device(self.device)
+        if self.time_limit_s is not None and not self.time_limit_s > 0:
+            raise HastenError(f"time_limit_s must be > 0 seconds, got {self.time_limit_s!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,6 +271,7 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
         raise HastenError("distillation needs training data (at least 2 examples)",
                           hint="pass --data file.npz, or text: --data sentences.txt, --data pydoc or --data pydoc+markov-wiki")
     torch = import_torch()
+    device = training_device(config.device, torch)  # checked before any work
     started = time.perf_counter()
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="hasten-distill-")) / f"{teacher.name}.student.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -271,9 +282,30 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
                                config.seed)
     probe = [feed for feed, _ in batches[: max(1, PROBE_EXAMPLES // config.batch_size)]]
     student, how = derive_student(teacher, config.student, torch, probe)
+    with _on_device(device, torch, teacher_module, student):
+        fitted, kind, dropout, hidden = _train(teacher, teacher_module, student, how, config, batches, data, device,
+                                               torch, monitor, checkpoint)
+    facts = {"student": how, "teacher": {"name": teacher.name, "path": str(teacher.path)},
+             "loss": kind + (f" + {config.hidden_weight:g} x block-output mse" if hidden else ""), "temperature": config.temperature if kind == "kl" else None,
+             "alpha": config.alpha if kind == "kl" else None, "optimizer": "AdamW, cosine decay", "dropout": dropout,
+             "training": {**fitted.to_dict(), "data": {"name": data.name, "examples": len(data)},
+                          "distinct_batches": len(batches), "device": device_name(device, torch)}}
+    keep = {"num_heads": teacher.info.extra["num_heads"]} if "num_heads" in teacher.info.extra else {}
+    return export_derived(teacher, student, out, "distill", config.to_dict(), facts, started, "student", keep)
+
+
+def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any], config: DistillConfig,
+           batches: list[Any], data: Dataset, device: Any, torch: Any, monitor: Monitor | None,
+           checkpoint: str | Path | None) -> tuple[Any, str, bool, bool]:
+    """The training loop of `distill` on ``device`` (both modules are there already): returns
+    (fit result, loss kind, dropout kept, block outputs matched)."""
     hidden = _HiddenMatch(teacher_module, student, how, torch) if how["kind"] == "layers" and config.hidden_weight else None
+
+    def on_device(feed: tuple[Any, ...]) -> tuple[Any, ...]:
+        return feed if device.type == "cpu" else tuple(t.to(device, non_blocking=True) for t in feed)
+
     with torch.no_grad():
-        first = as_tuple(teacher_module(*batches[0][0]))
+        first = as_tuple(teacher_module(*on_device(batches[0][0])))
     classifier = is_classifier(first, batches[0][1]) or (config.loss == "kl" and first[0].ndim == 2)
     kind = config.loss if config.loss != "auto" else ("kl" if classifier else "mse+cosine")
     if kind == "kl" and not (first[0].ndim == 2 and first[0].shape[1] > 1):
@@ -286,22 +318,22 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
                 sub.p = 0.0
     cache: dict[int, Any] = {}
 
-    def teacher_out(i: int) -> Any:  # each distinct batch's teacher outputs, computed once
+    def teacher_out(i: int, feed: tuple[Any, ...]) -> Any:  # each distinct batch's teacher outputs, computed once
         if hidden is not None:  # block outputs are too big to keep: the teacher runs every step
             with torch.no_grad():
-                return as_tuple(teacher_module(*batches[i][0]))[0]
+                return as_tuple(teacher_module(*feed))[0]
         if i not in cache:
             with torch.no_grad():
-                cache[i] = as_tuple(teacher_module(*batches[i][0]))[0]
+                cache[i] = as_tuple(teacher_module(*feed))[0]
         return cache[i]
 
     hard = torch.nn.functional.cross_entropy
 
     def step_loss(step: int) -> Any:
         i = step % len(batches)
-        feed, labels = batches[i]
+        feed, labels = on_device(batches[i][0]), batches[i][1]
         s = as_tuple(student(*feed))[0]
-        t = teacher_out(i)
+        t = teacher_out(i, feed)
         if kind != "kl":
             loss = embedding_loss(s, t, kind)
             if hidden is not None:
@@ -309,25 +341,48 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
             return loss
         loss = kd_loss(s, t, config.temperature)
         if labels is not None and config.alpha < 1:
-            loss = config.alpha * loss + (1 - config.alpha) * hard(s, torch.from_numpy(labels.astype(np.int64)))
+            target = torch.from_numpy(labels.astype(np.int64)).to(device)
+            loss = config.alpha * loss + (1 - config.alpha) * hard(s, target)
         return loss
 
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
-    run = fingerprint("distill", teacher.name, str(teacher.path), config.to_dict(), data.name, len(data))
-    fitted = fit(student, step_loss, config.steps, optimizer, torch, label=f"distilling ({config.student})",
-                 checkpoint=Checkpoint(checkpoint, run) if checkpoint else None, schedule=schedule,
-                 checkpoint_every=max(50, config.steps // 20),
-                 **watching(monitor, student))
-    if hidden is not None:
-        hidden.close()
-    facts = {"student": how, "teacher": {"name": teacher.name, "path": str(teacher.path)},
-             "loss": kind + (f" + {config.hidden_weight:g} x block-output mse" if hidden is not None else ""), "temperature": config.temperature if kind == "kl" else None,
-             "alpha": config.alpha if kind == "kl" else None, "optimizer": "AdamW, cosine decay", "dropout": dropout,
-             "training": {**fitted.to_dict(), "data": {"name": data.name, "examples": len(data)},
-                          "distinct_batches": len(batches)}}
-    keep = {"num_heads": teacher.info.extra["num_heads"]} if "num_heads" in teacher.info.extra else {}
-    return export_derived(teacher, student, out, "distill", config.to_dict(), facts, started, "student", keep)
+    settings = {k: v for k, v in config.to_dict().items()  # a checkpoint resumes on any device, with any limit
+                if k not in ("device", "time_limit_s")}
+    run = fingerprint("distill", teacher.name, str(teacher.path), settings, data.name, len(data))
+    try:
+        fitted = fit(student, step_loss, config.steps, optimizer, torch, label=f"distilling ({config.student}) on {device}",
+                     checkpoint=Checkpoint(checkpoint, run) if checkpoint else None, schedule=schedule,
+                     checkpoint_every=max(50, config.steps // 20), time_limit_s=config.time_limit_s,
+                     **watching(monitor, student))
+    finally:
+        if hidden is not None:
+            hidden.close()
+    return fitted, kind, dropout, hidden is not None
+
+
+class _on_device:
+    """Moves the modules to ``device`` for training and back to the CPU afterwards (the teacher
+    is the model's own module, used again for export and checks); on a GPU, float32 matrix
+    products may use TF32 meanwhile."""
+
+    def __init__(self, device: Any, torch: Any, *modules: Any) -> None:
+        self.device, self.torch, self.modules = device, torch, modules
+
+    def __enter__(self) -> None:
+        if self.device.type == "cpu":
+            return
+        self.precision = self.torch.get_float32_matmul_precision()
+        self.torch.set_float32_matmul_precision("high")
+        for m in self.modules:
+            m.to(self.device)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cpu":
+            return
+        for m in self.modules:
+            m.to("cpu")
+        self.torch.set_float32_matmul_precision(self.precision)
 
 
 def _mask(model: Model, feed: tuple[Any, ...]) -> Any:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,41 @@ def as_tuple(out: Any) -> tuple:
     if hasattr(out, "to_tuple"):  # transformers' ModelOutput
         return tuple(out.to_tuple())
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+DEVICE_HINT = "use --device auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"
+
+
+def check_device(spec: str) -> str:
+    """``spec`` when it names a training device hasten knows: auto, cpu, cuda, cuda:N."""
+    import re
+
+    if not isinstance(spec, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec):
+        raise HastenError(f"unknown training device {spec!r}", hint=DEVICE_HINT)
+    return spec
+
+
+def training_device(spec: str, torch: Any) -> Any:
+    """The torch device a run trains on: ``auto`` is the first CUDA GPU when torch sees one, else
+    the CPU; ``cuda`` without a usable GPU is an error (never a silent fall-back to the CPU)."""
+    check_device(spec)
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise HastenError(f"--device {spec}: this torch ({torch.__version__}) sees no CUDA GPU",
+                              hint="train on the CPU (--device cpu), or install a CUDA build of torch on a GPU machine")
+        index = int(spec.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise HastenError(f"--device {spec}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 …)", hint=DEVICE_HINT)
+    return torch.device(spec)
+
+
+def device_name(device: Any, torch: Any) -> str:
+    """``cpu`` or ``cuda:0 (NVIDIA H100 80GB HBM3)``: what a manifest records."""
+    if device.type != "cuda":
+        return str(device)
+    return f"{device} ({torch.cuda.get_device_name(device)})"
 
 
 def shuffled_batches(names: list[str], data: Dataset, batch_size: int, steps: int, torch: Any,
@@ -206,21 +242,25 @@ class FitResult:
     final_loss: float = float("nan")
     stopped_early: bool = False
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0            # this run's time in the loop (evaluations and checkpoints included)
+    time_limited: bool = False      # stopped at its time limit, before ``steps``
 
     def to_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "resumed_from": self.resumed_from, "final_loss": round(self.final_loss, 6),
-                "stopped_early": self.stopped_early, "evaluations": self.evaluations}
+                "stopped_early": self.stopped_early, "evaluations": self.evaluations, "seconds": round(self.seconds, 2),
+                "stopped_at_time_limit": self.time_limited}
 
 
 def fit(module: Any, step_loss: Callable[[int], Any], steps: int, optimizer: Any, torch: Any, *, label: str,
         checkpoint: Checkpoint | None = None, checkpoint_every: int = 100,
         evaluate: Callable[[], dict[str, Any]] | None = None, evaluate_every: int = 0,
         done: Callable[[dict[str, Any]], bool] | None = None, schedule: Any = None,
-        train_mode: bool = True, start: int = 0) -> FitResult:
+        train_mode: bool = True, start: int = 0, time_limit_s: float | None = None) -> FitResult:
     """Run optimizer steps ``start`` … ``steps - 1`` of ``step_loss(step)`` on ``module`` (train
     mode), resuming from ``checkpoint`` when it holds a later step of this stage. Every ``evaluate_every`` steps ``evaluate()`` runs in
     eval mode; training stops early once ``done(evaluation)`` says so. ``train_mode=False`` keeps
-    dropout off and batch-norm statistics frozen while training (as QAT wants)."""
+    dropout off and batch-norm statistics frozen while training (as QAT wants). ``time_limit_s``
+    stops the loop once this run has spent that long in it (checkpointed, ``time_limited`` set)."""
     restored = checkpoint.restore(module, optimizer, torch, schedule) if checkpoint is not None else 0
     resumed = restored > start
     start = max(start, restored)
@@ -228,6 +268,7 @@ def fit(module: Any, step_loss: Callable[[int], Any], steps: int, optimizer: Any
     if checkpoint is not None and resumed:
         result.evaluations = list((checkpoint.meta() or {}).get("evaluations", []))
     module.train(train_mode)
+    began = time.perf_counter()
     with progress(label, steps, start) as advance:
         for step in range(start, steps):
             loss = step_loss(step)
@@ -241,17 +282,21 @@ def fit(module: Any, step_loss: Callable[[int], Any], steps: int, optimizer: Any
             if evaluate is not None and evaluate_every and result.steps % evaluate_every == 0:
                 module.eval()
                 with torch.no_grad():
-                    seen = {"step": result.steps, **evaluate()}
+                    seen = {"step": result.steps, **evaluate(),
+                            "at_s": round(time.perf_counter() - began, 2)}  # this run's time at the check
                 module.train(train_mode)
                 result.evaluations.append(seen)
-                status = " ".join(f"{k} {v:.4f}" for k, v in seen.items() if k != "step" and isinstance(v, float))
+                status = " ".join(f"{k} {v:.4f}" for k, v in seen.items() if k not in ("step", "at_s") and isinstance(v, float))
                 if done is not None and done(seen):
                     result.stopped_early = True
+            if time_limit_s is not None and result.steps < steps and time.perf_counter() - began >= time_limit_s:
+                result.time_limited = True
             if checkpoint is not None and (result.steps % checkpoint_every == 0 or result.stopped_early
-                                           or result.steps == steps):
+                                           or result.time_limited or result.steps == steps):
                 checkpoint.save(result.steps, module, optimizer, torch, schedule, evaluations=result.evaluations)
             advance(result.final_loss, status)
-            if result.stopped_early:
+            if result.stopped_early or result.time_limited:
                 break
+    result.seconds = time.perf_counter() - began
     module.eval()
     return result

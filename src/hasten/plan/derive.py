@@ -115,7 +115,8 @@ def _why_not_faster(manifest: dict[str, Any], guard: GuardVerdict) -> list[str]:
 
 
 class _ModuleRunner:
-    """A torch module seen as a Runner, for evaluating during training (no export needed)."""
+    """A torch module seen as a Runner, for evaluating during training (no export needed), on
+    whichever device the module is on."""
 
     def __init__(self, module: Any, model: Model) -> None:
         self.module, self.outputs, self.inputs = module, model.outputs, model.inputs
@@ -125,8 +126,10 @@ class _ModuleRunner:
 
         from hasten.compress.training import as_tuple
 
+        device = next(self.module.parameters(), torch.empty(0)).device  # where it trains (a GPU, maybe)
         with torch.no_grad():
-            outs = as_tuple(self.module(*(torch.from_numpy(np.ascontiguousarray(feed[s.name])) for s in self.inputs)))
+            outs = as_tuple(self.module(*(torch.from_numpy(np.ascontiguousarray(feed[s.name])).to(device)
+                                          for s in self.inputs)))
         if len(outs) < len(self.outputs):
             raise HastenError(f"the module returned {len(outs)} outputs, the model declares {len(self.outputs)}")
-        return {spec.name: t.detach().numpy() for spec, t in zip(self.outputs, outs)}
+        return {spec.name: t.detach().cpu().numpy() for spec, t in zip(self.outputs, outs)}

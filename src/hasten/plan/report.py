@@ -147,17 +147,20 @@ def _print_training(con: Any, m: dict[str, Any]) -> None:
         return
     what = "fine-tuning" if "finetune" in m else "distillation"
     data = run.get("data") or {}
-    line = (f"{what}: {run['steps']} steps on {data.get('name', '?')} ({data.get('examples', '?')} examples), "
-            f"final loss {run.get('final_loss')}")
+    line = (f"{what}: {run['steps']} steps on {data.get('name', '?')} ({data.get('examples', '?')} examples)"
+            + (f", trained on {run['device']} in {run['seconds']:.0f} s" if run.get("device") and run.get("seconds") else "")
+            + f", final loss {run.get('final_loss')}")
     if run.get("resumed_from"):
         line += f", resumed from step {run['resumed_from']}"
     if run.get("stopped_early"):
         line += ", stopped early: the budget held"
+    if run.get("stopped_at_time_limit"):
+        line += ", stopped at its time limit"
     evals = run.get("evaluations") or []
     if evals:
         last = evals[-1]
         line += "; last check at step {}: {}".format(
-            last.get("step"), ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float)))
+            last.get("step"), ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "at_s" and isinstance(v, float)))
     con.print(line, highlight=False, soft_wrap=True)
 
 
