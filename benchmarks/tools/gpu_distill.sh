@@ -9,7 +9,8 @@
 # .dst/model.fp16.safetensors: the package's 88 MB exceed what a call carries) and .whl/ (pydantic …).
 # Env: END_S the script's own deadline in seconds (default 540: all recipes train as long as it allows,
 # the results are packed before it); TRAIN_S at most this many seconds of training (default: no cap);
-# RECIPES "name:data:batch:lr:hidden_weight …"; CAL_STEPS steps of the timing run (default 300);
+# RECIPES "name:data:batch:lr:hidden_weight[:more,flags] …" (e.g. a:everyday:64:5e-4:10:--freeze-embeddings);
+# CAL_STEPS steps of the timing run (default 300); RATE steps per second to plan with instead of timing;
 # DEVICE (default cuda); GPU_TESTS test files to run with `pytest -m gpu` meanwhile. Writes to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/hasten-gpu-distill}; mkdir -p "$OUT"
@@ -36,9 +37,9 @@ export PYTHONPATH=$PWD/src:$PWD/.dst${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "| transformers", transformers.__version__)'
 
-distill() {  # name data batch lr hidden_weight steps out.onnx json [time limit s]  (each recipe its own cache: no races)
+distill() {  # name data batch lr hidden_weight,flags steps out.onnx json [time limit s]  (each recipe its own cache: no races)
   HASTEN_CACHE=$WORK/cache-$1 python3 -c 'import sys; from hasten.cli import main; sys.argv[0] = "hasten"; main()' \
-    distill minilm --student layers=3 --data "$2" --batch-size "$3" --lr "$4" --hidden-weight "$5" --steps "$6" \
+    distill minilm --student layers=3 --data "$2" --batch-size "$3" --lr "$4" --hidden-weight ${5//,/ } --steps "$6" \
     --device "$DEVICE" --budget 50% --threads 1 --batch-sizes 8 --time-budget-s 0.3 --keep-if-slower \
     -o "$7" --json "$8" ${9:+--time-limit "$9"}
 }
@@ -47,21 +48,26 @@ if [[ -n "${GPU_TESTS:-}" ]]; then   # the GPU tests, beside the runs (the machi
   timeout $(( END_S - 60 )) python3 -m pytest -q -m gpu -p no:cacheprovider $GPU_TESTS >"$WORK/pytest.log" 2>&1 &
   TESTS_PID=$!
 fi
+if [[ -z "${RATE:-}" ]]; then
 echo "===== timing runs, $CAL_STEPS steps each, all recipes at once ($(date +%T))"
-for r in $RECIPES; do IFS=: read -r n d b l h <<<"$r"
-  distill "$n" "$d" "$b" "$l" "$h" "$CAL_STEPS" "$WORK/cal-$n.onnx" "$WORK/cal-$n.json" >"$WORK/cal-$n.log" 2>&1 &
+for r in $RECIPES; do IFS=: read -r n d b l h x <<<"$r"
+  distill "$n" "$d" "$b" "$l" "$h${x:+,$x}" "$CAL_STEPS" "$WORK/cal-$n.onnx" "$WORK/cal-$n.json" >"$WORK/cal-$n.log" 2>&1 &
 done; wait_runs
+fi
 TRAIN_S=$(( END_S - SECONDS - 100 < TRAIN_S ? END_S - SECONDS - 100 : TRAIN_S ))   # 100 s: start, export, checks, packing
 echo "===== training, $TRAIN_S s each ($(date +%T))"
-for r in $RECIPES; do IFS=: read -r n d b l h <<<"$r"
+for r in $RECIPES; do IFS=: read -r n d b l h x <<<"$r"
   # steps per second between the timing run's first and last checks (CUDA's warm-up left out); the
   # time limit stops a recipe that runs slower than timed, so that every recipe comes back
   steps=$(python3 -c 'import json, sys
-t = json.load(open(sys.argv[1]))["manifest"]["training"]; e = t["evaluations"]
-rate = (e[-1]["step"] - e[0]["step"]) / (e[-1]["at_s"] - e[0]["at_s"]) if len(e) >= 3 else t["steps"] / t["seconds"]
-print(max(50, int(0.95 * rate * float(sys.argv[2]))))' "$WORK/cal-$n.json" "$TRAIN_S") || { echo "recipe $n: timing run failed"; tail -5 "$WORK/cal-$n.log"; continue; }
-  echo "recipe $n: $d, batch $b, lr $l, hidden weight $h: $steps steps"
-  timeout $(( END_S - SECONDS - 20 )) bash -c "$(declare -f distill); DEVICE=$DEVICE WORK=$WORK distill $n $d $b $l $h $steps $WORK/$n.onnx $WORK/$n.json $TRAIN_S" >"$WORK/$n.log" 2>&1 &
+if sys.argv[3]:
+    rate = float(sys.argv[3])
+else:
+    t = json.load(open(sys.argv[1]))["manifest"]["training"]; e = t["evaluations"]
+    rate = (e[-1]["step"] - e[0]["step"]) / (e[-1]["at_s"] - e[0]["at_s"]) if len(e) >= 3 else t["steps"] / t["seconds"]
+print(max(50, int(0.95 * rate * float(sys.argv[2]))))' "$WORK/cal-$n.json" "$TRAIN_S" "${RATE:-}") || { echo "recipe $n: timing run failed"; tail -5 "$WORK/cal-$n.log"; continue; }
+  echo "recipe $n: $d, batch $b, lr $l, hidden weight $h ${x//,/ }: $steps steps"
+  timeout $(( END_S - SECONDS - 20 )) bash -c "$(declare -f distill); DEVICE=$DEVICE WORK=$WORK distill $n $d $b $l $h${x:+,$x} $steps $WORK/$n.onnx $WORK/$n.json $TRAIN_S" >"$WORK/$n.log" 2>&1 &
 done; wait_runs
 [[ -n "${TESTS_PID:-}" ]] && { wait "$TESTS_PID"; echo "===== GPU tests"; tail -15 "$WORK/pytest.log"; }
 echo "===== results ($(date +%T))"
@@ -71,8 +77,9 @@ from pathlib import Path
 work, summary, recipes = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 rows = []
 for r in recipes:
-    n, d, b, l, h = r.split(":")
-    row = {"recipe": n, "data": d, "batch": int(b), "lr": float(l), "hidden_weight": float(h)}
+    n, d, b, l, h, *x = r.split(":")
+    row = {"recipe": n, "data": d, "batch": int(b), "lr": float(l), "hidden_weight": float(h),
+           "flags": " ".join(x).replace(",", " ")}
     try:
         res = json.loads((work / f"{n}.json").read_text())
         t = res["manifest"]["training"]

@@ -87,6 +87,8 @@ def distill(
     hidden_weight: float = typer.Option(1.0, "--hidden-weight", help="layers=N students: weight of the loss that matches each student block's output to the teacher block it stands in for (0: off)."),
     device: str = typer.Option("auto", "--device", help="Where the student trains: auto (a CUDA GPU when torch sees one, else the CPU) | cpu | cuda | cuda:N. Export and checks run on the CPU."),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop training after this many seconds; the student so far is exported and checked (its learning-rate schedule cut short)."),
+    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep the student's embedding tables as the teacher's (tokens absent from the training text stay consistent)."),
+    augment_spans: int = typer.Option(0, "--augment-spans", help="Text: add this many random word spans of each training text (short inputs), labelled by the teacher."),
     dropout: Optional[bool] = typer.Option(None, "--dropout/--no-dropout", help="Keep the student's dropout layers active while it trains [default: off for embedding students, which imitate a deterministic teacher; on for classifiers]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Folder for checkpoints; a stopped run resumes from it."),
     early_stop: bool = typer.Option(False, "--early-stop", help="Stop as soon as the budget holds on the held-out data."),
@@ -108,7 +110,8 @@ def distill(
 
     config = DistillConfig(student=student, steps=steps, temperature=temperature, alpha=alpha, loss=loss, lr=lr,
                            batch_size=batch_size, max_length=max_length, dropout=dropout, hidden_weight=hidden_weight,
-                           device=device, time_limit_s=time_limit)
+                           device=device, time_limit_s=time_limit, freeze_embeddings=freeze_embeddings,
+                           augment_spans=augment_spans)
     m = _load(teacher)
     _need_torch(m, "distill")
     train, evaluation, seq_len = _train_eval(m, data, eval_data, seq_len, needed=True)

@@ -182,6 +182,37 @@ def test_a_time_limit_stops_training_and_the_run_resumes_without_it(tmp_path: Pa
     assert training["resumed_from"] == 1 and training["steps"] == 20 and training["stopped_at_time_limit"] is False
 
 
+def test_frozen_embeddings_stay_the_teachers_and_spans_are_pieces_of_the_texts(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from hasten.compress.distill import _with_spans
+
+    teacher = _tiny_bert(tmp_path)
+    ids = np.random.default_rng(0).integers(1, 100, (32, 8)).astype(np.int64)
+    data = hasten.Dataset({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    frozen = distill(teacher, DistillConfig("layers=1", steps=5, lr=1e-2, batch_size=16, freeze_embeddings=True), data,
+                     tmp_path / "f.onnx")
+    moved = distill(teacher, DistillConfig("layers=1", steps=5, lr=1e-2, batch_size=16), data, tmp_path / "m.onnx")
+    table = teacher.torch_module().bert.embeddings.word_embeddings.weight
+    assert torch.equal(frozen.torch_module().bert.embeddings.word_embeddings.weight, table)
+    assert not torch.equal(moved.torch_module().bert.embeddings.word_embeddings.weight, table)
+
+    texts = ["the cat sat on the mat", "hello", "where are you now"]
+    encoder = SimpleNamespace(encode=lambda t: {"input_ids": np.zeros((len(t), 4), np.int64)})
+    fake = SimpleNamespace(text_encoder=encoder)
+    got = _with_spans(fake, hasten.Dataset(encoder.encode(texts), None, "t", texts=texts), 3, seed=0)
+    assert got.texts[:3] == texts and got.name == "t+3-spans" and len(got) == len(got.texts)
+    spans = got.texts[3:]
+    assert 0 < len(spans) <= 6 and len(set(spans)) == len(spans)  # "hello" has no shorter span
+    for span in spans:
+        words = span.split()
+        assert any(words == t.split()[i:i + len(words)] and len(words) < len(t.split())
+                   for t in texts for i in range(len(t.split())))
+    assert _with_spans(fake, hasten.Dataset(encoder.encode(texts), None, "t", texts=texts), 3, seed=0).texts == got.texts
+    with pytest.raises(HastenError, match="needs text data"):
+        _with_spans(fake, data, 1, seed=0)
+
+
 @pytest.mark.gpu
 def test_a_student_trains_on_the_gpu_and_its_checkpoint_resumes_on_the_cpu(tmp_path: Path) -> None:
     teacher = _tiny_bert(tmp_path)

@@ -51,7 +51,11 @@ class DistillConfig:
     ``cuda:N``; on a GPU, float32 matrix products use TF32 while training. The result is exported
     and checked on the CPU either way, and a checkpoint resumes on another device. ``time_limit_s``
     stops training after that many seconds in the loop (the student so far is exported and checked,
-    with its learning-rate schedule cut short; the manifest says so)."""
+    with its learning-rate schedule cut short; the manifest says so). ``freeze_embeddings`` keeps
+    the student's embedding tables (``nn.Embedding``) as the teacher's: only tokens in the training
+    text would move, and the rest would no longer match. ``augment_spans`` (text) adds that many
+    random word spans of each training text (one word up to all but one), labelled by the teacher
+    like the rest: short inputs the text alone holds few of."""
 
     student: str = "layers=3"
     steps: int = 1000
@@ -66,6 +70,8 @@ class DistillConfig:
     seed: int = 0
     device: str = "auto"
     time_limit_s: float | None = None
+    freeze_embeddings: bool = False
+    augment_spans: int = 0
 
     def __post_init__(self) -> None:
         parse_student(self.student)
@@ -83,6 +89,8 @@ class DistillConfig:
         if not self.hidden_weight >= 0:
             raise HastenError(f"hidden_weight must be >= 0, got {self.hidden_weight!r}")
         check_device(self.device)
+        if not isinstance(self.augment_spans, int) or self.augment_spans < 0:
+            raise HastenError(f"augment_spans must be an integer >= 0, got {self.augment_spans!r}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise HastenError(f"time_limit_s must be > 0 seconds, got {self.time_limit_s!r}")
 
@@ -276,6 +284,8 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="hasten-distill-")) / f"{teacher.name}.student.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
+    if config.augment_spans:
+        data = _with_spans(teacher, data, config.augment_spans, config.seed)
     teacher_module = teacher.torch_module().eval()
     names = [s.name for s in teacher.inputs]
     batches = shuffled_batches(names, _truncated(data, config.max_length), config.batch_size, config.steps, torch,
@@ -311,6 +321,10 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
     if kind == "kl" and not (first[0].ndim == 2 and first[0].shape[1] > 1):
         raise HastenError("the kl loss needs a teacher that outputs logits [batch, classes]",
                           hint="use --loss mse or cosine for embedding models")
+    if config.freeze_embeddings:
+        for sub in student.modules():
+            if isinstance(sub, torch.nn.Embedding):
+                sub.weight.requires_grad_(False)
     dropout = config.dropout if config.dropout is not None else kind == "kl"
     if not dropout:  # batch-norm still trains; transformers' attention dropout reads these p too
         for sub in student.modules():
@@ -383,6 +397,30 @@ class _on_device:
         for m in self.modules:
             m.to("cpu")
         self.torch.set_float32_matmul_precision(self.precision)
+
+
+def _with_spans(teacher: Model, data: Dataset, per_text: int, seed: int) -> Dataset:
+    """``data`` plus ``per_text`` random word spans of each of its texts (distinct, shorter than
+    the text), tokenized alike."""
+    from hasten.models.corpus import text_dataset
+
+    if data.texts is None or teacher.text_encoder is None:
+        raise HastenError("augment_spans needs text data and a teacher with a tokenizer",
+                          hint="pass text (--data everyday, a .txt file), or leave --augment-spans at 0")
+    rng = np.random.default_rng(seed)
+    seen, spans = set(data.texts), []
+    for text in data.texts:
+        words = text.split()
+        if len(words) < 2:
+            continue
+        for _ in range(per_text):
+            size = int(rng.integers(1, len(words)))
+            start = int(rng.integers(0, len(words) - size + 1))
+            span = " ".join(words[start:start + size])
+            if span not in seen:
+                seen.add(span)
+                spans.append(span)
+    return text_dataset(teacher, list(data.texts) + spans, f"{data.name}+{per_text}-spans")
 
 
 def _mask(model: Model, feed: tuple[Any, ...]) -> Any:

@@ -66,7 +66,8 @@ def device_name(device: Any, torch: Any) -> str:
     """``cpu`` or ``cuda:0 (NVIDIA H100 80GB HBM3)``: what a manifest records."""
     if device.type != "cuda":
         return str(device)
-    return f"{device} ({torch.cuda.get_device_name(device)})"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def shuffled_batches(names: list[str], data: Dataset, batch_size: int, steps: int, torch: Any,
