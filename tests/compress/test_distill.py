@@ -76,7 +76,8 @@ def test_a_transformer_student_keeps_fewer_blocks_and_runs(tmp_path: Path) -> No
     man = student.info.extra["manifest"]
     assert man["student"]["teacher_blocks"] == 2 and len(man["student"]["kept_blocks"]) == 1
     assert man["student"]["chosen"] == "least output change on training data"
-    assert man["loss"].startswith("mse+cosine + 1 x block-output")
+    assert man["loss"].startswith("mse+cosine + 10 x block-output")
+    assert man["frozen_embeddings"] is True and man["augment_spans"] == 0  # auto: an embedding student; no texts
     assert man["training"]["steps"] == 30
     assert man["parameters"]["after"]["total"] < man["parameters"]["before"]["total"]
     assert len(student.torch_module().bert.encoder.layer) == 1
@@ -110,6 +111,7 @@ def test_a_classifier_student_learns_soft_targets_and_a_stopped_run_resumes(tmp_
     man = whole.info.extra["manifest"]
     assert man["loss"] == "kl" and man["temperature"] == 4.0 and man["alpha"] == 0.7
     assert man["dropout"] is True  # auto: a classifier student keeps its dropout
+    assert man["frozen_embeddings"] is False and man["augment_spans"] == 0  # auto: a classifier trains its tables
     assert man["student"]["kind"] == "width"
     assert man["parameters"]["after"]["total"] < man["parameters"]["before"]["total"] / 2
 
@@ -192,7 +194,8 @@ def test_frozen_embeddings_stay_the_teachers_and_spans_are_pieces_of_the_texts(t
     data = hasten.Dataset({"input_ids": ids, "attention_mask": np.ones_like(ids)})
     frozen = distill(teacher, DistillConfig("layers=1", steps=5, lr=1e-2, batch_size=16, freeze_embeddings=True), data,
                      tmp_path / "f.onnx")
-    moved = distill(teacher, DistillConfig("layers=1", steps=5, lr=1e-2, batch_size=16), data, tmp_path / "m.onnx")
+    moved = distill(teacher, DistillConfig("layers=1", steps=5, lr=1e-2, batch_size=16, freeze_embeddings=False), data,
+                    tmp_path / "m.onnx")
     table = teacher.torch_module().bert.embeddings.word_embeddings.weight
     assert torch.equal(frozen.torch_module().bert.embeddings.word_embeddings.weight, table)
     assert not torch.equal(moved.torch_module().bert.embeddings.word_embeddings.weight, table)
@@ -211,6 +214,19 @@ def test_frozen_embeddings_stay_the_teachers_and_spans_are_pieces_of_the_texts(t
     assert _with_spans(fake, hasten.Dataset(encoder.encode(texts), None, "t", texts=texts), 3, seed=0).texts == got.texts
     with pytest.raises(HastenError, match="needs text data"):
         _with_spans(fake, data, 1, seed=0)
+
+
+def test_unlabeled_text_gets_spans_and_a_frozen_table_by_default(tmp_path: Path) -> None:
+    pytest.importorskip("sentence_transformers")
+    from hasten.models.corpus import text_dataset
+
+    teacher = hasten.load_model("minilm")
+    texts = [f"line {i} says something about the weather today" for i in range(24)]
+    student = distill(teacher, DistillConfig("layers=2", steps=1, batch_size=8, max_length=16),
+                      text_dataset(teacher, texts, "t"), tmp_path / "s.onnx")
+    man = student.info.extra["manifest"]
+    assert man["augment_spans"] == 2 and man["frozen_embeddings"] is True
+    assert man["training"]["data"]["name"] == "t+2-spans" and 24 < man["training"]["data"]["examples"] <= 72
 
 
 @pytest.mark.gpu

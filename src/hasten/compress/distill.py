@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from hasten.models import Dataset, Model
 
 LOSSES = ("auto", "kl", "mse", "cosine", "mse+cosine")
+AUTO_SPANS = 2  # random word spans per text that augment_spans=None adds to unlabeled text
 PROBE_EXAMPLES = 128  # training examples used to choose which blocks a layers=N student keeps
 BLOCK_LISTS = ("layer", "layers", "h", "blocks", "block")
 
@@ -53,9 +54,13 @@ class DistillConfig:
     stops training after that many seconds in the loop (the student so far is exported and checked,
     with its learning-rate schedule cut short; the manifest says so). ``freeze_embeddings`` keeps
     the student's embedding tables (``nn.Embedding``) as the teacher's: only tokens in the training
-    text would move, and the rest would no longer match. ``augment_spans`` (text) adds that many
-    random word spans of each training text (one word up to all but one), labelled by the teacher
-    like the rest: short inputs the text alone holds few of."""
+    text would move, and the rest would no longer match; ``None`` (auto) freezes them for embedding
+    losses. ``augment_spans`` adds that many random word spans of each training text (one word up
+    to all but one), labelled by the teacher like the rest: short inputs the text alone holds few
+    of; ``None`` (auto) is 2 for unlabeled text, 0 otherwise (spans have no labels). minilm, 3
+    blocks, trained on a GPU for ~9,000 steps of 64: 0.9435 frozen, 0.9443 with 2 spans, 0.9450
+    both; the same text without either levelled off at 0.933 (20,700 steps): the student had learnt
+    its training text (0.992 there)."""
 
     student: str = "layers=3"
     steps: int = 1000
@@ -65,13 +70,13 @@ class DistillConfig:
     lr: float = 5e-4
     batch_size: int = 32
     max_length: int = 64
-    hidden_weight: float = 1.0
+    hidden_weight: float = 10.0
     dropout: bool | None = None
     seed: int = 0
     device: str = "auto"
     time_limit_s: float | None = None
-    freeze_embeddings: bool = False
-    augment_spans: int = 0
+    freeze_embeddings: bool | None = None
+    augment_spans: int | None = None
 
     def __post_init__(self) -> None:
         parse_student(self.student)
@@ -89,7 +94,7 @@ class DistillConfig:
         if not self.hidden_weight >= 0:
             raise HastenError(f"hidden_weight must be >= 0, got {self.hidden_weight!r}")
         check_device(self.device)
-        if not isinstance(self.augment_spans, int) or self.augment_spans < 0:
+        if self.augment_spans is not None and (not isinstance(self.augment_spans, int) or self.augment_spans < 0):
             raise HastenError(f"augment_spans must be an integer >= 0, got {self.augment_spans!r}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise HastenError(f"time_limit_s must be > 0 seconds, got {self.time_limit_s!r}")
@@ -284,8 +289,11 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="hasten-distill-")) / f"{teacher.name}.student.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    if config.augment_spans:
-        data = _with_spans(teacher, data, config.augment_spans, config.seed)
+    spans = config.augment_spans
+    if spans is None:  # auto: unlabeled text gets spans (labelled data would lose its labels)
+        spans = AUTO_SPANS if data.texts is not None and data.labels is None and teacher.text_encoder else 0
+    if spans:
+        data = _with_spans(teacher, data, spans, config.seed)
     teacher_module = teacher.torch_module().eval()
     names = [s.name for s in teacher.inputs]
     batches = shuffled_batches(names, _truncated(data, config.max_length), config.batch_size, config.steps, torch,
@@ -293,11 +301,12 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
     probe = [feed for feed, _ in batches[: max(1, PROBE_EXAMPLES // config.batch_size)]]
     student, how = derive_student(teacher, config.student, torch, probe)
     with _on_device(device, torch, teacher_module, student):
-        fitted, kind, dropout, hidden = _train(teacher, teacher_module, student, how, config, batches, data, device,
+        fitted, kind, dropout, hidden, frozen = _train(teacher, teacher_module, student, how, config, batches, data, device,
                                                torch, monitor, checkpoint)
     facts = {"student": how, "teacher": {"name": teacher.name, "path": str(teacher.path)},
              "loss": kind + (f" + {config.hidden_weight:g} x block-output mse" if hidden else ""), "temperature": config.temperature if kind == "kl" else None,
              "alpha": config.alpha if kind == "kl" else None, "optimizer": "AdamW, cosine decay", "dropout": dropout,
+             "frozen_embeddings": frozen, "augment_spans": spans,
              "training": {**fitted.to_dict(), "data": {"name": data.name, "examples": len(data)},
                           "distinct_batches": len(batches), "device": device_name(device, torch)}}
     keep = {"num_heads": teacher.info.extra["num_heads"]} if "num_heads" in teacher.info.extra else {}
@@ -306,9 +315,9 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
 
 def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any], config: DistillConfig,
            batches: list[Any], data: Dataset, device: Any, torch: Any, monitor: Monitor | None,
-           checkpoint: str | Path | None) -> tuple[Any, str, bool, bool]:
+           checkpoint: str | Path | None) -> tuple[Any, str, bool, bool, bool]:
     """The training loop of `distill` on ``device`` (both modules are there already): returns
-    (fit result, loss kind, dropout kept, block outputs matched)."""
+    (fit result, loss kind, dropout kept, block outputs matched, embeddings frozen)."""
     hidden = _HiddenMatch(teacher_module, student, how, torch) if how["kind"] == "layers" and config.hidden_weight else None
 
     def on_device(feed: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -321,7 +330,8 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
     if kind == "kl" and not (first[0].ndim == 2 and first[0].shape[1] > 1):
         raise HastenError("the kl loss needs a teacher that outputs logits [batch, classes]",
                           hint="use --loss mse or cosine for embedding models")
-    if config.freeze_embeddings:
+    frozen = config.freeze_embeddings if config.freeze_embeddings is not None else kind != "kl"
+    if frozen:
         for sub in student.modules():
             if isinstance(sub, torch.nn.Embedding):
                 sub.weight.requires_grad_(False)
@@ -372,7 +382,7 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
     finally:
         if hidden is not None:
             hidden.close()
-    return fitted, kind, dropout, hidden is not None
+    return fitted, kind, dropout, hidden is not None, frozen
 
 
 class _on_device:
