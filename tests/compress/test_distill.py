@@ -214,6 +214,9 @@ def test_frozen_embeddings_stay_the_teachers_and_spans_are_pieces_of_the_texts(t
     assert _with_spans(fake, hasten.Dataset(encoder.encode(texts), None, "t", texts=texts), 3, seed=0).texts == got.texts
     with pytest.raises(HastenError, match="needs text data"):
         _with_spans(fake, data, 1, seed=0)
+    labelled = hasten.Dataset(encoder.encode(texts), np.array([0, 1, 0]), "t", texts=texts)
+    with pytest.raises(HastenError, match="has labels of its own"):
+        _with_spans(fake, labelled, 1, seed=0)
 
 
 def test_unlabeled_text_gets_spans_and_a_frozen_table_by_default(tmp_path: Path) -> None:

@@ -291,7 +291,7 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
     torch.manual_seed(config.seed)
     spans = config.augment_spans
     if spans is None:  # auto: unlabeled text gets spans (labelled data would lose its labels)
-        spans = AUTO_SPANS if data.texts is not None and data.labels is None and teacher.text_encoder else 0
+        spans = AUTO_SPANS if data.texts is not None and data.labels is None and teacher.text_encoder is not None else 0
     if spans:
         data = _with_spans(teacher, data, spans, config.seed)
     teacher_module = teacher.torch_module().eval()
@@ -417,6 +417,9 @@ def _with_spans(teacher: Model, data: Dataset, per_text: int, seed: int) -> Data
     if data.texts is None or teacher.text_encoder is None:
         raise HastenError("augment_spans needs text data and a teacher with a tokenizer",
                           hint="pass text (--data everyday, a .txt file), or leave --augment-spans at 0")
+    if data.labels is not None:
+        raise HastenError("augment_spans adds texts the teacher labels, but this data has labels of its own, "
+                          "which the spans would not have", hint="use --augment-spans 0 with labelled data")
     rng = np.random.default_rng(seed)
     seen, spans = set(data.texts), []
     for text in data.texts:
