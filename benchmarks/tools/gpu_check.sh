@@ -37,7 +37,7 @@ hasten backends 2>&1 | tee "$OUT/backends.txt"
 fi
 
 if want tests; then step "GPU tests (pytest -m gpu)"
-timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/runtime tests/measure tests/compress/test_prune.py 2>&1 | tee "$OUT/pytest_gpu.txt"
+timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/runtime tests/measure tests/compress/test_prune.py tests/compress/test_distill.py 2>&1 | tee "$OUT/pytest_gpu.txt"
 fi
 
 if want bench; then step "digits-cnn on every torch CUDA backend vs torch-eager (CPU), interleaved"
