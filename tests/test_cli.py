@@ -116,3 +116,14 @@ def test_bench_ort_disable_measures_with_and_without(linear_onnx, tmp_path: Path
     assert set(json.loads(out_json.read_text())) == {"ort-cpu", "ort-cpu -GemmActivationFusion"}
     bad = hasten("bench", str(linear_onnx[0]), "--ort-disable", "GemmFusion")
     assert bad.returncode == 2 and "unknown ONNX Runtime optimizer(s) to disable: GemmFusion" in bad.stderr
+
+
+def test_help_shows_what_each_default_is() -> None:
+    """Help strings say "[default: …]"; rich must print it, not read it as a markup tag."""
+    import re
+
+    for command, wanted in ((["bench"], "default: 1,8,32"), (["distill"], "default: frozen for embedding"),
+                            (["distill"], "default: 2 for unlabeled text"), (["prune"], "default: the example's")):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "400"}, terminal_width=400)
+        assert result.exit_code == 0
+        assert wanted in re.sub(r"\s+", " ", result.stdout), (command, wanted)

@@ -14,7 +14,7 @@ from hasten.core.console import stderr_console
 
 
 # The gate's options, the same for prune and distill (declared once, used by both commands)
-METRIC = typer.Option(None, "--metric", help="accuracy | cosine | nn_agreement | … [default: accuracy with labels, else cosine].")
+METRIC = typer.Option(None, "--metric", help="accuracy | cosine | nn_agreement | … \\[default: accuracy with labels, else cosine].")
 MIN_EXAMPLE = typer.Option(None, "--min-example", help="Also require every example's score ≥ this.")
 REQUIRE = typer.Option([], "--require", help="More bars, repeatable: METRIC>=VALUE.")
 BACKEND = typer.Option("ort-cpu", "--backend", "-b", help="Where to measure speed.")
@@ -31,8 +31,8 @@ def prune(
     method: str = typer.Option("channel", "--method", "-m", help="unstructured | channel | 2:4"),
     amount: float = typer.Option(0.5, "--amount", help="Fraction removed: of weights (unstructured), of channels/heads (channel); 2:4 is always 0.5."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the pruned .onnx (a .manifest.json goes beside it)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Training data for fine-tuning: .npz, .txt (one text per line), or for text models built-in text: everyday | pydoc | markov-wiki, or several joined with + [default: the example's training split]."),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data for the quality gate [default: the example's test data, else the last 20% of --data]."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training data for fine-tuning: .npz, .txt (one text per line), or for text models built-in text: everyday | pydoc | markov-wiki, or several joined with + \\[default: the example's training split]."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data for the quality gate \\[default: the example's test data, else the last 20% of --data]."),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Fine-tuning steps after pruning (stops early once the budget holds)."),
     importance: str = typer.Option("l1", "--importance", help="channel: l1 | l2 | taylor."),
     scope: str = typer.Option("global", "--scope", help="unstructured: global | layer."),
@@ -75,8 +75,8 @@ def distill(
     teacher: str = typer.Argument(..., help="The teacher: a built-in example or a sentence-transformers folder (a model that came from torch)."),
     student: str = typer.Option("layers=3", "--student", help="layers=N | layers=0,2,4 | width=0.5 | module:function."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the student .onnx (a .manifest.json goes beside it)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Training data: .npz, .txt (one text per line), or for text models built-in text: everyday | pydoc | markov-wiki, or several joined with + [default: the example's training data]."),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data for the quality gate [default: the example's evaluation data, else the last 20% of --data]."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training data: .npz, .txt (one text per line), or for text models built-in text: everyday | pydoc | markov-wiki, or several joined with + \\[default: the example's training data]."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data for the quality gate \\[default: the example's evaluation data, else the last 20% of --data]."),
     steps: int = typer.Option(1000, "--steps", help="Training steps."),
     temperature: float = typer.Option(4.0, "--temperature", "-T", help="Classifiers: softmax temperature of the soft targets."),
     alpha: float = typer.Option(0.7, "--alpha", help="Classifiers: weight of the soft-target loss (1 - alpha on the labels)."),
@@ -87,9 +87,9 @@ def distill(
     hidden_weight: float = typer.Option(10.0, "--hidden-weight", help="layers=N students: weight of the loss that matches each student block's output to the teacher block it stands in for (0: off)."),
     device: str = typer.Option("auto", "--device", help="Where the student trains: auto (a CUDA GPU when torch sees one, else the CPU) | cpu | cuda | cuda:N. Export and checks run on the CPU."),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop training after this many seconds; the student so far is exported and checked (its learning-rate schedule cut short)."),
-    freeze_embeddings: Optional[bool] = typer.Option(None, "--freeze-embeddings/--train-embeddings", help="Keep the student's embedding tables as the teacher's, so tokens absent from the training text stay consistent [default: frozen for embedding students, trained for classifiers]."),
-    augment_spans: Optional[int] = typer.Option(None, "--augment-spans", help="Add this many random word spans of each training text (short inputs), labelled by the teacher [default: 2 for unlabeled text, else 0]."),
-    dropout: Optional[bool] = typer.Option(None, "--dropout/--no-dropout", help="Keep the student's dropout layers active while it trains [default: off for embedding students, which imitate a deterministic teacher; on for classifiers]."),
+    freeze_embeddings: Optional[bool] = typer.Option(None, "--freeze-embeddings/--train-embeddings", help="Keep the student's embedding tables as the teacher's, so tokens absent from the training text stay consistent \\[default: frozen for embedding students, trained for classifiers]."),
+    augment_spans: Optional[int] = typer.Option(None, "--augment-spans", help="Add this many random word spans of each training text (short inputs), labelled by the teacher \\[default: 2 for unlabeled text, else 0]."),
+    dropout: Optional[bool] = typer.Option(None, "--dropout/--no-dropout", help="Keep the student's dropout layers active while it trains \\[default: off for embedding students, which imitate a deterministic teacher; on for classifiers]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Folder for checkpoints; a stopped run resumes from it."),
     early_stop: bool = typer.Option(False, "--early-stop", help="Stop as soon as the budget holds on the held-out data."),
     budget: str = typer.Option("5%", "--budget", help="Allowed quality drop vs the teacher: '5%' (relative), '1pt' / '0.05' (absolute)."),
