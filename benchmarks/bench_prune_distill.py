@@ -3,6 +3,7 @@
 Usage:  python benchmarks/bench_prune_distill.py [--threads 1] [--only digits,minilm] [--steps 6000]
                                                  [--lr 5e-4] [--hidden-weight 10] [--batch-size 32]
                                                  [--freeze-embeddings/--no-freeze-embeddings] [--augment-spans 2]
+                                                 [--augment-swaps 0] [--attention-weight 0]
                                                  [--train-data everyday] [--student S.onnx] [--out benchmarks/results]
 
 digits-cnn (batch 256, ONNX Runtime): 50 % channel pruning + fine-tuning on the training split
@@ -85,7 +86,8 @@ def digits(threads: int, out: Path) -> list[dict]:
 
 def minilm(threads: int, out: Path, steps: int, train_data: str | None = None, lr: float = 5e-4,
            hidden_weight: float = 10.0, batch_size: int = 32, student_path: Path | None = None,
-           freeze_embeddings: bool | None = None, augment_spans: int | None = None) -> list[dict]:
+           freeze_embeddings: bool | None = None, augment_spans: int | None = None, augment_swaps: int = 0,
+           attention_weight: float = 0.0) -> list[dict]:
     teacher = hasten.load_model("minilm")
     evaluation = hasten.load_dataset("minilm", teacher)
     train = hasten.load_dataset(train_data, teacher) if train_data else training_dataset(teacher)
@@ -94,11 +96,12 @@ def minilm(threads: int, out: Path, steps: int, train_data: str | None = None, l
     t0 = time.perf_counter()
     if student_path is None:
         config = DistillConfig("layers=3", steps=steps, lr=lr, max_length=64, hidden_weight=hidden_weight,
-                               batch_size=batch_size, freeze_embeddings=freeze_embeddings, augment_spans=augment_spans)
+                               batch_size=batch_size, freeze_embeddings=freeze_embeddings, augment_spans=augment_spans,
+                               augment_swaps=augment_swaps, attention_weight=attention_weight)
         print(f"… minilm → 3-block student, {steps} steps on {len(train)} sentences ({train.name})", file=sys.stderr)
         r = distill_under_budget(teacher, config, train, evaluation, gate, out / "minilm-student.onnx",
                                  checkpoint=out / "checkpoints" / f"minilm-student-{steps}-{lr:g}-{hidden_weight:g}-{batch_size}"
-                                 f"-{freeze_embeddings}-{augment_spans}-{train.name}")
+                                 f"-{freeze_embeddings}-{augment_spans}-{augment_swaps}-{attention_weight:g}-{train.name}")
         m, quality, passed = r.manifest, r.quality, r.verdict.passed
         student = r.model or r.candidate  # measured even if it misses the bar (the table says so)
     else:  # trained elsewhere (benchmarks/tools/gpu_distill.sh on a lent GPU): judged and timed here the same way
@@ -120,6 +123,7 @@ def minilm(threads: int, out: Path, steps: int, train_data: str | None = None, l
              "train_data": t["data"]["name"], "train_examples": t["data"]["examples"], "lr": m["config"]["lr"],
              "hidden_weight": m["config"]["hidden_weight"], "batch_size": m["config"]["batch_size"],
              "frozen_embeddings": m.get("frozen_embeddings", False), "augment_spans": m.get("augment_spans", 0),
+             "augment_swaps": m.get("augment_swaps", 0), "attention_weight": m["config"].get("attention_weight", 0.0),
              "dropout": m.get("dropout"), "given": str(student_path) if student_path else None}]
     variants = {rows[0]["case"]: student}
     for label, qcfg, backend in (("student, dynamic INT8 per-tensor", DynamicInt8(per_channel=False), "ort-cpu"),
@@ -179,6 +183,10 @@ def main() -> None:
                     help="minilm: keep the student's embedding tables [default: distill's auto, frozen]")
     ap.add_argument("--augment-spans", type=int, default=None,
                     help="minilm: random word spans added per training text [default: distill's auto, 2]")
+    ap.add_argument("--augment-swaps", type=int, default=0,
+                    help="minilm: copies of each training text with words swapped (distill's augment_swaps)")
+    ap.add_argument("--attention-weight", type=float, default=0.0,
+                    help="minilm: weight of MiniLM's attention transfer (distill's attention_weight)")
     ap.add_argument("--student", type=Path, default=None, help="minilm: measure this student .onnx (with its "
                     ".manifest.json, e.g. trained on a GPU by benchmarks/tools/gpu_distill.sh) instead of distilling one")
     ap.add_argument("--train-data", default=None, help="minilm training text: everyday, pydoc, markov-wiki, several "
@@ -194,7 +202,7 @@ def main() -> None:
     if "minilm" in args.only:
         result["minilm"] = minilm(args.threads, work, args.steps, args.train_data, args.lr,
                                   args.hidden_weight, args.batch_size, args.student, args.freeze_embeddings,
-                                  args.augment_spans)
+                                  args.augment_spans, args.augment_swaps, args.attention_weight)
         _table(f"minilm → 3-block student, batch 8 × 128, {args.threads} thread(s); speed-up vs the FP32 teacher on ort-cpu", result["minilm"],
                "mean cos")
     name = "bench_prune_distill" + ("" if args.only == "digits,minilm" else "-" + args.only.replace(",", "-"))

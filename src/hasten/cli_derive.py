@@ -89,6 +89,8 @@ def distill(
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop training after this many seconds; the student so far is exported and checked (its learning-rate schedule cut short)."),
     freeze_embeddings: Optional[bool] = typer.Option(None, "--freeze-embeddings/--train-embeddings", help="Keep the student's embedding tables as the teacher's, so tokens absent from the training text stay consistent \\[default: frozen for embedding students, trained for classifiers]."),
     augment_spans: Optional[int] = typer.Option(None, "--augment-spans", help="Add this many random word spans of each training text (short inputs), labelled by the teacher \\[default: 2 for unlabeled text, else 0]."),
+    augment_swaps: int = typer.Option(0, "--augment-swaps", help="Add this many copies of each training text with about a quarter of the words replaced by words that follow the previous word elsewhere in the text, labelled by the teacher."),
+    attention_weight: float = typer.Option(0.0, "--attention-weight", help="layers=N students of BERT-like teachers: weight of MiniLM's attention transfer (the last block's attention maps and value relations, KL divergence; 0: off)."),
     dropout: Optional[bool] = typer.Option(None, "--dropout/--no-dropout", help="Keep the student's dropout layers active while it trains \\[default: off for embedding students, which imitate a deterministic teacher; on for classifiers]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Folder for checkpoints; a stopped run resumes from it."),
     early_stop: bool = typer.Option(False, "--early-stop", help="Stop as soon as the budget holds on the held-out data."),
@@ -111,7 +113,7 @@ def distill(
     config = DistillConfig(student=student, steps=steps, temperature=temperature, alpha=alpha, loss=loss, lr=lr,
                            batch_size=batch_size, max_length=max_length, dropout=dropout, hidden_weight=hidden_weight,
                            device=device, time_limit_s=time_limit, freeze_embeddings=freeze_embeddings,
-                           augment_spans=augment_spans)
+                           augment_spans=augment_spans, augment_swaps=augment_swaps, attention_weight=attention_weight)
     m = _load(teacher)
     _need_torch(m, "distill")
     train, evaluation, seq_len = _train_eval(m, data, eval_data, seq_len, needed=True)

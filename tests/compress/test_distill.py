@@ -187,7 +187,7 @@ def test_a_time_limit_stops_training_and_the_run_resumes_without_it(tmp_path: Pa
 def test_frozen_embeddings_stay_the_teachers_and_spans_are_pieces_of_the_texts(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from hasten.compress.distill import _with_spans
+    from hasten.compress.distill import _augmented
 
     teacher = _tiny_bert(tmp_path)
     ids = np.random.default_rng(0).integers(1, 100, (32, 8)).astype(np.int64)
@@ -203,7 +203,7 @@ def test_frozen_embeddings_stay_the_teachers_and_spans_are_pieces_of_the_texts(t
     texts = ["the cat sat on the mat", "hello", "where are you now"]
     encoder = SimpleNamespace(encode=lambda t: {"input_ids": np.zeros((len(t), 4), np.int64)})
     fake = SimpleNamespace(text_encoder=encoder)
-    got = _with_spans(fake, hasten.Dataset(encoder.encode(texts), None, "t", texts=texts), 3, seed=0)
+    got = _augmented(fake, hasten.Dataset(encoder.encode(texts), None, "t", texts=texts), 3, 0, seed=0)
     assert got.texts[:3] == texts and got.name == "t+3-spans" and len(got) == len(got.texts)
     spans = got.texts[3:]
     assert 0 < len(spans) <= 6 and len(set(spans)) == len(spans)  # "hello" has no shorter span
@@ -211,12 +211,84 @@ def test_frozen_embeddings_stay_the_teachers_and_spans_are_pieces_of_the_texts(t
         words = span.split()
         assert any(words == t.split()[i:i + len(words)] and len(words) < len(t.split())
                    for t in texts for i in range(len(t.split())))
-    assert _with_spans(fake, hasten.Dataset(encoder.encode(texts), None, "t", texts=texts), 3, seed=0).texts == got.texts
-    with pytest.raises(HastenError, match="needs text data"):
-        _with_spans(fake, data, 1, seed=0)
+    assert _augmented(fake, hasten.Dataset(encoder.encode(texts), None, "t", texts=texts), 3, 0, seed=0).texts == got.texts
+    with pytest.raises(HastenError, match="need text data"):
+        _augmented(fake, data, 1, 0, seed=0)
     labelled = hasten.Dataset(encoder.encode(texts), np.array([0, 1, 0]), "t", texts=texts)
     with pytest.raises(HastenError, match="has labels of its own"):
-        _with_spans(fake, labelled, 1, seed=0)
+        _augmented(fake, labelled, 0, 1, seed=0)
+
+
+def test_swapped_copies_replace_words_by_words_that_follow_the_previous_one_in_the_text() -> None:
+    from types import SimpleNamespace
+
+    from hasten.compress.distill import _augmented
+
+    rng = np.random.default_rng(1)
+    vocab = [f"w{i}" for i in range(40)]
+    texts = [" ".join(rng.choice(vocab, 12)) for _ in range(60)]
+    encoder = SimpleNamespace(encode=lambda t: {"input_ids": np.zeros((len(t), 4), np.int64)})
+    fake = SimpleNamespace(text_encoder=encoder)
+    got = _augmented(fake, hasten.Dataset(encoder.encode(texts), None, "t", texts=texts), 0, 2, seed=0)
+    assert got.texts[:60] == texts and got.name == "t+2-swaps" and len(got) == len(got.texts)
+    copies = got.texts[60:]
+    assert 100 <= len(copies) <= 120 and len(set(copies)) == len(copies) and not set(copies) & set(texts)
+    pairs = {(a, b) for t in texts for a, b in zip(t.split(), t.split()[1:])}
+    for copy in copies:
+        words = copy.split()
+        assert len(words) == 12
+        source = max(texts, key=lambda t: sum(a == b for a, b in zip(t.split(), words))).split()
+        swapped = [i for i in range(12) if words[i] != source[i]]
+        assert swapped and swapped[0] > 0 and len(swapped) <= 9  # the first word stays; about a quarter change
+        assert all((words[i - 1], words[i]) in pairs for i in swapped)  # each new word follows its neighbour somewhere
+    both = _augmented(fake, hasten.Dataset(encoder.encode(texts), None, "t", texts=texts), 1, 1, seed=0)
+    assert both.name == "t+1-spans+1-swaps" and len(both) > 60
+
+
+def test_attention_transfer_loss_is_zero_for_the_teacher_itself_and_trains_the_student(tmp_path: Path) -> None:
+    import copy
+
+    from hasten.compress.distill import _AttentionMatch
+
+    teacher = _tiny_bert(tmp_path)
+    module = teacher.torch_module().eval()
+    how = {"blocks": "bert.encoder.layer", "kept_blocks": [0, 1], "teacher_blocks": 2}
+    ids = torch.from_numpy(np.random.default_rng(0).integers(1, 100, (4, 7)))
+    mask = torch.ones(4, 7, dtype=torch.int64)
+    mask[0, 5:] = 0
+    twin = copy.deepcopy(module)
+    match = _AttentionMatch(module, twin, how, torch)
+    with torch.no_grad():
+        module(input_ids=ids, attention_mask=mask)
+        twin(input_ids=ids, attention_mask=mask)
+        assert float(match.loss(mask)) == pytest.approx(0.0, abs=1e-6)
+        twin.bert.encoder.layer[-1].attention.self.key.weight.normal_(0, 0.1)
+        twin.bert.encoder.layer[-1].attention.self.value.weight.normal_(0, 0.1)
+        twin(input_ids=ids, attention_mask=mask)
+        got = float(match.loss(mask))
+        # the reference: the attention maps the model itself returns, and value relations by hand
+        ref = {}
+        for who, m in (("t", module), ("s", twin)):
+            out = m.bert(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+            v = m.bert.encoder.layer[-1].attention.self.value(out.hidden_states[-2])
+            v = v.view(4, 7, 4, 16).transpose(1, 2)
+            rel = (v @ v.transpose(-1, -2) / 4.0).masked_fill(mask[:, None, None, :] == 0, -1e9).softmax(-1)
+            ref[who] = (out.attentions[-1], rel)
+        want = 0.0
+        for k in range(2):
+            t, s_ = ref["t"][k], ref["s"][k]
+            kl = (t * (t.clamp_min(1e-12).log() - s_.clamp_min(1e-12).log())).sum(-1).mean(1)
+            want += float((kl * mask).sum() / mask.sum())
+        assert want > 1e-2 and got == pytest.approx(want, rel=1e-4)
+    match.close()
+    data = hasten.Dataset({"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    student = distill(teacher, DistillConfig("layers=1", steps=3, batch_size=4, attention_weight=1.0), data,
+                      tmp_path / "a.onnx")
+    assert student.info.extra["manifest"]["config"]["attention_weight"] == 1.0
+    with pytest.raises(HastenError, match="attention_weight must be >= 0"):
+        DistillConfig(attention_weight=-1)
+    with pytest.raises(HastenError, match="augment_swaps must be an integer"):
+        DistillConfig(augment_swaps=-1)
 
 
 def test_unlabeled_text_gets_spans_and_a_frozen_table_by_default(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 LOSSES = ("auto", "kl", "mse", "cosine", "mse+cosine")
 AUTO_SPANS = 2  # random word spans per text that augment_spans=None adds to unlabeled text
+SWAP_RATE = 0.25  # the share of words an augment_swaps copy replaces
 PROBE_EXAMPLES = 128  # training examples used to choose which blocks a layers=N student keeps
 BLOCK_LISTS = ("layer", "layers", "h", "blocks", "block")
 
@@ -77,6 +78,8 @@ class DistillConfig:
     time_limit_s: float | None = None
     freeze_embeddings: bool | None = None
     augment_spans: int | None = None
+    augment_swaps: int = 0
+    attention_weight: float = 0.0
 
     def __post_init__(self) -> None:
         parse_student(self.student)
@@ -96,6 +99,10 @@ class DistillConfig:
         check_device(self.device)
         if self.augment_spans is not None and (not isinstance(self.augment_spans, int) or self.augment_spans < 0):
             raise HastenError(f"augment_spans must be an integer >= 0, got {self.augment_spans!r}")
+        if not isinstance(self.augment_swaps, int) or self.augment_swaps < 0:
+            raise HastenError(f"augment_swaps must be an integer >= 0, got {self.augment_swaps!r}")
+        if not self.attention_weight >= 0:
+            raise HastenError(f"attention_weight must be >= 0, got {self.attention_weight!r}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise HastenError(f"time_limit_s must be > 0 seconds, got {self.time_limit_s!r}")
 
@@ -292,8 +299,8 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
     spans = config.augment_spans
     if spans is None:  # auto: unlabeled text gets spans (labelled data would lose its labels)
         spans = AUTO_SPANS if data.texts is not None and data.labels is None and teacher.text_encoder is not None else 0
-    if spans:
-        data = _with_spans(teacher, data, spans, config.seed)
+    if spans or config.augment_swaps:
+        data = _augmented(teacher, data, spans, config.augment_swaps, config.seed)
     teacher_module = teacher.torch_module().eval()
     names = [s.name for s in teacher.inputs]
     batches = shuffled_batches(names, _truncated(data, config.max_length), config.batch_size, config.steps, torch,
@@ -306,7 +313,7 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
     facts = {"student": how, "teacher": {"name": teacher.name, "path": str(teacher.path)},
              "loss": kind + (f" + {config.hidden_weight:g} x block-output mse" if hidden else ""), "temperature": config.temperature if kind == "kl" else None,
              "alpha": config.alpha if kind == "kl" else None, "optimizer": "AdamW, cosine decay", "dropout": dropout,
-             "frozen_embeddings": frozen, "augment_spans": spans,
+             "frozen_embeddings": frozen, "augment_spans": spans, "augment_swaps": config.augment_swaps,
              "training": {**fitted.to_dict(), "data": {"name": data.name, "examples": len(data)},
                           "distinct_batches": len(batches), "device": device_name(device, torch)}}
     keep = {"num_heads": teacher.info.extra["num_heads"]} if "num_heads" in teacher.info.extra else {}
@@ -319,6 +326,8 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
     """The training loop of `distill` on ``device`` (both modules are there already): returns
     (fit result, loss kind, dropout kept, block outputs matched, embeddings frozen)."""
     hidden = _HiddenMatch(teacher_module, student, how, torch) if how["kind"] == "layers" and config.hidden_weight else None
+    attention = (_AttentionMatch(teacher_module, student, how, torch)
+                 if how["kind"] == "layers" and config.attention_weight else None)
 
     def on_device(feed: tuple[Any, ...]) -> tuple[Any, ...]:
         return feed if device.type == "cpu" else tuple(t.to(device, non_blocking=True) for t in feed)
@@ -343,7 +352,7 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
     cache: dict[int, Any] = {}
 
     def teacher_out(i: int, feed: tuple[Any, ...]) -> Any:  # each distinct batch's teacher outputs, computed once
-        if hidden is not None:  # block outputs are too big to keep: the teacher runs every step
+        if hidden is not None or attention is not None:  # block outputs are too big to keep: the teacher runs every step
             with torch.no_grad():
                 return as_tuple(teacher_module(*feed))[0]
         if i not in cache:
@@ -362,6 +371,8 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
             loss = embedding_loss(s, t, kind)
             if hidden is not None:
                 loss = loss + config.hidden_weight * hidden.loss(_mask(teacher, feed))
+            if attention is not None:
+                loss = loss + config.attention_weight * attention.loss(_mask(teacher, feed))
             return loss
         loss = kd_loss(s, t, config.temperature)
         if labels is not None and config.alpha < 1:
@@ -380,8 +391,9 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
                      checkpoint_every=max(50, config.steps // 20), time_limit_s=config.time_limit_s,
                      **watching(monitor, student))
     finally:
-        if hidden is not None:
-            hidden.close()
+        for matcher in (hidden, attention):
+            if matcher is not None:
+                matcher.close()
     return fitted, kind, dropout, hidden is not None, frozen
 
 
@@ -409,31 +421,50 @@ class _on_device:
         self.torch.set_float32_matmul_precision(self.precision)
 
 
-def _with_spans(teacher: Model, data: Dataset, per_text: int, seed: int) -> Dataset:
-    """``data`` plus ``per_text`` random word spans of each of its texts (distinct, shorter than
-    the text), tokenized alike."""
+def _augmented(teacher: Model, data: Dataset, spans: int, swaps: int, seed: int) -> Dataset:
+    """``data`` plus, per text, ``spans`` random word spans (distinct, shorter than the text) and
+    ``swaps`` copies with about `SWAP_RATE` of the words replaced by a word that follows the
+    previous word somewhere in the text (new contexts, still locally plausible), tokenized alike;
+    the teacher labels them like the rest."""
     from hasten.models.corpus import text_dataset
 
     if data.texts is None or teacher.text_encoder is None:
-        raise HastenError("augment_spans needs text data and a teacher with a tokenizer",
-                          hint="pass text (--data everyday, a .txt file), or leave --augment-spans at 0")
+        raise HastenError("augment_spans / augment_swaps need text data and a teacher with a tokenizer",
+                          hint="pass text (--data everyday, a .txt file), or leave --augment-spans and --augment-swaps at 0")
     if data.labels is not None:
-        raise HastenError("augment_spans adds texts the teacher labels, but this data has labels of its own, "
-                          "which the spans would not have", hint="use --augment-spans 0 with labelled data")
+        raise HastenError("augmenting adds texts the teacher labels, but this data has labels of its own, "
+                          "which the new texts would not have", hint="use --augment-spans 0 --augment-swaps 0 with labelled data")
     rng = np.random.default_rng(seed)
-    seen, spans = set(data.texts), []
+    followers: dict[str, list[str]] = {}
+    if swaps:
+        for text in data.texts:
+            words = text.split()
+            for a, b in zip(words, words[1:]):
+                followers.setdefault(a, []).append(b)
+    seen, added = set(data.texts), []
+
+    def add(text: str) -> None:
+        if text not in seen:
+            seen.add(text)
+            added.append(text)
+
     for text in data.texts:
         words = text.split()
         if len(words) < 2:
             continue
-        for _ in range(per_text):
+        for _ in range(spans):
             size = int(rng.integers(1, len(words)))
             start = int(rng.integers(0, len(words) - size + 1))
-            span = " ".join(words[start:start + size])
-            if span not in seen:
-                seen.add(span)
-                spans.append(span)
-    return text_dataset(teacher, list(data.texts) + spans, f"{data.name}+{per_text}-spans")
+            add(" ".join(words[start:start + size]))
+        for _ in range(swaps):
+            new = list(words)
+            for i in range(1, len(new)):
+                choices = followers.get(new[i - 1])
+                if choices and rng.random() < SWAP_RATE:
+                    new[i] = choices[int(rng.integers(len(choices)))]
+            add(" ".join(new))
+    name = data.name + (f"+{spans}-spans" if spans else "") + (f"+{swaps}-swaps" if swaps else "")
+    return text_dataset(teacher, list(data.texts) + added, name)
 
 
 def _mask(model: Model, feed: tuple[Any, ...]) -> Any:
@@ -469,6 +500,58 @@ class _HiddenMatch:
                 total = total + (err * mask).sum() / mask.sum().clamp(min=1)
             else:
                 total = total + err.mean()
+        return total
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+class _AttentionMatch:
+    """MiniLM's self-attention transfer (Wang et al., 2020) for the last block: KL divergence from
+    the teacher's attention distributions (softmax(QKᵀ/√d) per head) and value relations
+    (softmax(VVᵀ/√d)) in its last block to the student's in its last block, over real tokens."""
+
+    def __init__(self, teacher: Any, student: Any, how: dict[str, Any], torch: Any) -> None:
+        from hasten.compress.prune import attention_modules
+
+        self.torch, self.seen, self.handles = torch, {}, []
+        for who, module in (("t", teacher), ("s", student)):
+            found = attention_modules(module.get_submodule(how["blocks"])[-1], torch)
+            if not found:
+                raise HastenError("attention_weight needs self-attention blocks with query/key/value projections "
+                                  "(the BERT family's layout); this model's last block has none",
+                                  hint="leave --attention-weight at 0")
+            attn = found[0]
+            for name in ("query", "key", "value"):
+                self.handles.append(getattr(attn, name).register_forward_hook(self._keeper(who, name)))
+            self.seen[who + "heads"] = attn.num_attention_heads
+
+    def _keeper(self, who: str, name: str) -> Any:
+        def hook(module: Any, args: Any, out: Any) -> None:
+            self.seen[who + name] = out
+        return hook
+
+    def _relation(self, who: str, a: str, b: str, bias: Any) -> Any:
+        x, y, heads = self.seen[who + a], self.seen[who + b], self.seen[who + "heads"]
+        n, length, width = x.shape
+        x = x.view(n, length, heads, width // heads).transpose(1, 2)
+        y = y.view(n, length, heads, width // heads).transpose(1, 2)
+        scores = x @ y.transpose(-1, -2) / (width // heads) ** 0.5
+        return self.torch.log_softmax(scores + bias, dim=-1)
+
+    def loss(self, mask: Any) -> Any:
+        torch = self.torch
+        n, length = self.seen["squery"].shape[:2]
+        real = mask if mask is not None and tuple(mask.shape) == (n, length) else torch.ones(n, length)
+        real = real.to(self.seen["squery"].dtype)
+        bias = ((1 - real) * -1e4)[:, None, None, :]  # padded keys get no attention
+        total = 0
+        for a, b in (("query", "key"), ("value", "value")):
+            t = self._relation("t", a, b, bias).detach()
+            s = self._relation("s", a, b, bias)
+            kl = (t.exp() * (t - s)).sum(-1).mean(1)  # per query token, averaged over heads
+            total = total + (kl * real).sum() / real.sum().clamp(min=1)
         return total
 
     def close(self) -> None:
