@@ -109,6 +109,9 @@ class DistillConfig:
             raise HastenError(f"augment_swaps must be an integer >= 0, got {self.augment_swaps!r}")
         if not self.attention_weight >= 0:
             raise HastenError(f"attention_weight must be >= 0, got {self.attention_weight!r}")
+        if self.attention_weight and parse_student(self.student)[0] != "layers":
+            raise HastenError(f"attention_weight works on layers=N students (their blocks are the teacher's); "
+                              f"--student {self.student} is not one", hint="leave --attention-weight at 0")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise HastenError(f"time_limit_s must be > 0 seconds, got {self.time_limit_s!r}")
 
@@ -317,7 +320,8 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
         fitted, kind, dropout, hidden, frozen = _train(teacher, teacher_module, student, how, config, batches, data, device,
                                                torch, monitor, checkpoint)
     facts = {"student": how, "teacher": {"name": teacher.name, "path": str(teacher.path)},
-             "loss": kind + (f" + {config.hidden_weight:g} x block-output mse" if hidden else ""), "temperature": config.temperature if kind == "kl" else None,
+             "loss": kind + (f" + {config.hidden_weight:g} x block-output mse" if hidden else "")
+             + (f" + {config.attention_weight:g} x last-block attention kl" if config.attention_weight else ""), "temperature": config.temperature if kind == "kl" else None,
              "alpha": config.alpha if kind == "kl" else None, "optimizer": "AdamW, cosine decay", "dropout": dropout,
              "frozen_embeddings": frozen, "augment_spans": spans, "augment_swaps": config.augment_swaps,
              "training": {**fitted.to_dict(), "data": {"name": data.name, "examples": len(data)},
@@ -332,8 +336,7 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
     """The training loop of `distill` on ``device`` (both modules are there already): returns
     (fit result, loss kind, dropout kept, block outputs matched, embeddings frozen)."""
     hidden = _HiddenMatch(teacher_module, student, how, torch) if how["kind"] == "layers" and config.hidden_weight else None
-    attention = (_AttentionMatch(teacher_module, student, how, torch)
-                 if how["kind"] == "layers" and config.attention_weight else None)
+    attention = _AttentionMatch(teacher_module, student, how, torch) if config.attention_weight else None
 
     def on_device(feed: tuple[Any, ...]) -> tuple[Any, ...]:
         return feed if device.type == "cpu" else tuple(t.to(device, non_blocking=True) for t in feed)
@@ -342,6 +345,9 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
         first = as_tuple(teacher_module(*on_device(batches[0][0])))
     classifier = is_classifier(first, batches[0][1]) or (config.loss == "kl" and first[0].ndim == 2)
     kind = config.loss if config.loss != "auto" else ("kl" if classifier else "mse+cosine")
+    if kind == "kl" and attention is not None:
+        raise HastenError("attention_weight is for sentence encoders' students (embedding losses), not the kl loss",
+                          hint="leave --attention-weight at 0")
     if kind == "kl" and not (first[0].ndim == 2 and first[0].shape[1] > 1):
         raise HastenError("the kl loss needs a teacher that outputs logits [batch, classes]",
                           hint="use --loss mse or cosine for embedding models")
