@@ -288,6 +288,9 @@ def test_attention_transfer_loss_is_zero_for_the_teacher_itself_and_trains_the_s
     assert student.info.extra["manifest"]["loss"].endswith("+ 1 x last-block attention kl")
     with pytest.raises(HastenError, match="works on layers=N students"):
         DistillConfig("width=0.5", attention_weight=1.0)
+    with pytest.raises(HastenError, match="not the kl loss"):
+        distill(teacher, DistillConfig("layers=1", steps=1, batch_size=4, loss="kl", attention_weight=1.0), data,
+                tmp_path / "k.onnx")
     with pytest.raises(HastenError, match="attention_weight must be >= 0"):
         DistillConfig(attention_weight=-1)
     with pytest.raises(HastenError, match="augment_swaps must be an integer"):
