@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import hasten
-from hasten.compress.distill import (DistillConfig, _HiddenMatch, distill, keep_indices, kd_loss, parse_student)
+from hasten.compress.distill import DistillConfig, distill
+from hasten.compress.distill_losses import HiddenMatch, kd_loss
+from hasten.compress.students import keep_indices, parse_student
 from hasten.compress.training import as_tuple
 from hasten.core import HastenError
 from hasten.runtime import compile
@@ -62,7 +64,7 @@ def test_each_student_block_learns_the_teacher_block_it_replaces() -> None:
     teacher.layers = blocks
     student = torch.nn.Module()
     student.layers = torch.nn.ModuleList([blocks[i] for i in (0, 4, 5)])
-    match = _HiddenMatch(teacher, student, {"kept_blocks": [0, 4, 5], "teacher_blocks": 6, "blocks": "layers"}, torch)
+    match = HiddenMatch(teacher, student, {"kept_blocks": [0, 4, 5], "teacher_blocks": 6, "blocks": "layers"}, torch)
     assert match.pairs == [(0, 3), (1, 4), (2, 5)]
     match.close()
 
@@ -248,7 +250,7 @@ def test_swapped_copies_replace_words_by_words_that_follow_the_previous_one_in_t
 def test_attention_transfer_loss_is_zero_for_the_teacher_itself_and_trains_the_student(tmp_path: Path) -> None:
     import copy
 
-    from hasten.compress.distill import _AttentionMatch
+    from hasten.compress.distill_losses import AttentionMatch
 
     teacher = _tiny_bert(tmp_path)
     module = teacher.torch_module().eval()
@@ -257,7 +259,7 @@ def test_attention_transfer_loss_is_zero_for_the_teacher_itself_and_trains_the_s
     mask = torch.ones(4, 7, dtype=torch.int64)
     mask[0, 5:] = 0
     twin = copy.deepcopy(module)
-    match = _AttentionMatch(module, twin, how, torch)
+    match = AttentionMatch(module, twin, how, torch)
     with torch.no_grad():
         module(input_ids=ids, attention_mask=mask)
         twin(input_ids=ids, attention_mask=mask)

@@ -5,15 +5,13 @@ plus the hard labels when there are any; sentence encoders learn the teacher's e
 and/or cosine) from unlabeled text. The student is given (``module:function``) or derived from
 the teacher: ``layers=3`` keeps evenly spaced transformer blocks (``layers=0,2,4`` names them),
 ``width=0.5`` keeps the most important half of the channels; either way it starts from the
-teacher's weights. Runs resume from checkpoints. torch is imported lazily.
+teacher's weights (`hasten.compress.students`); the losses and the block-output and attention
+matching live in `hasten.compress.distill_losses`. Runs resume from checkpoints. torch is
+imported lazily.
 """
 
 from __future__ import annotations
 
-import copy
-import importlib
-import inspect
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hasten.compress.distill_losses import AttentionMatch, HiddenMatch, embedding_loss, kd_loss
+from hasten.compress.students import derive_student, parse_student
 from hasten.compress.training import (Checkpoint, as_tuple, check_device, device_name, fingerprint, fit,
                                       is_classifier, shuffled_batches, training_device, watching)
 from hasten.core import HastenError
@@ -33,7 +33,6 @@ LOSSES = ("auto", "kl", "mse", "cosine", "mse+cosine")
 AUTO_SPANS = 2  # random word spans per text that augment_spans=None adds to unlabeled text
 SWAP_RATE = 0.25  # the share of words an augment_swaps copy replaces
 PROBE_EXAMPLES = 128  # training examples used to choose which blocks a layers=N student keeps
-BLOCK_LISTS = ("layer", "layers", "h", "blocks", "block")
 
 
 @dataclass(frozen=True)
@@ -119,168 +118,6 @@ class DistillConfig:
         return asdict(self)
 
 
-def parse_student(text: str) -> tuple[str, Any]:
-    """('layers', count or index tuple) | ('width', fraction) | ('module', 'pkg.mod:function')."""
-    text = str(text).strip()
-    kind, sep, value = text.partition("=")
-    if sep and kind == "layers":
-        try:
-            if "," in value:
-                idx = tuple(int(v) for v in value.split(","))
-                if len(set(idx)) != len(idx) or min(idx) < 0:
-                    raise ValueError
-                return "layers", tuple(sorted(idx))
-            count = int(value)
-            if count < 1:
-                raise ValueError
-            return "layers", count
-        except ValueError:
-            raise HastenError(f"--student {text}: want layers=N (N >= 1) or layers=i,j,k (distinct indices)",
-                              hint="e.g. layers=3 or layers=0,2,4") from None
-    if sep and kind == "width":
-        try:
-            fraction = float(value)
-        except ValueError:
-            fraction = -1.0
-        if not 0 < fraction < 1:
-            raise HastenError(f"--student {text}: width is the fraction of channels kept, between 0 and 1",
-                              hint="e.g. width=0.5")
-        return "width", fraction
-    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", text):
-        return "module", text
-    raise HastenError(f"cannot read --student '{text}'",
-                      hint="use layers=N, layers=0,2,4, width=0.5 or module:function (a function returning a torch module)")
-
-
-def kd_loss(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
-    """KL(teacher ‖ student) on temperature-softened distributions, × T² so its gradients keep
-    their size as T changes (Hinton et al., 2015); averaged over the batch."""
-    import torch.nn.functional as F
-
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
-                    reduction="batchmean", log_target=True) * (t * t)
-
-
-def embedding_loss(student: Any, teacher: Any, kind: str) -> Any:
-    import torch.nn.functional as F
-
-    parts = []
-    if "mse" in kind:
-        parts.append(F.mse_loss(student, teacher) * student.shape[-1])  # per-dimension MSE × width: O(1)
-    if "cosine" in kind:
-        parts.append((1 - F.cosine_similarity(student, teacher, dim=-1)).mean())
-    return sum(parts)
-
-
-# ---------------------------------------------------------------------------- students
-
-def block_list(module: Any, torch: Any) -> tuple[str, Any]:
-    """The transformer's list of blocks: the longest nn.ModuleList named like one."""
-    best = None
-    for name, sub in module.named_modules():
-        if isinstance(sub, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in BLOCK_LISTS and len(sub) >= 2:
-            if best is None or len(sub) > len(best[1]):
-                best = (name, sub)
-    if best is None:
-        raise HastenError("layers=N needs a transformer (a ModuleList of blocks named layer/layers/h/blocks); "
-                          "this model has none", hint="use --student width=0.5, or module:function for your own student")
-    return best
-
-
-def keep_indices(total: int, want: int | tuple[int, ...]) -> tuple[int, ...]:
-    """Evenly spaced blocks, first one included: 3 of 6 -> (0, 2, 4)."""
-    if isinstance(want, tuple):
-        if max(want) >= total:
-            raise HastenError(f"layers={','.join(map(str, want))}: the teacher has only {total} blocks (0..{total - 1})")
-        return want
-    if want >= total:
-        raise HastenError(f"layers={want}: the teacher has {total} blocks; a student needs fewer",
-                          hint=f"e.g. layers={max(1, total // 2)}")
-    return tuple(sorted({int(i * total / want) for i in range(want)}))
-
-
-def choose_blocks(teacher: Any, name: str, want: int, probe: list[tuple[Any, ...]], torch: Any) -> tuple[int, ...]:
-    """Which ``want`` blocks to keep: drop, one at a time, the block whose removal changes the
-    teacher's output least on ``probe`` inputs (training data), by mean cosine similarity."""
-    model = copy.deepcopy(teacher).eval()
-    blocks = list(model.get_submodule(name))
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    with torch.no_grad():
-        reference = [as_tuple(teacher(*feed))[0].flatten(1) for feed in probe]
-
-        def score(keep: list[int]) -> float:
-            setattr(parent, attr, torch.nn.ModuleList([blocks[i] for i in keep]))
-            got = [as_tuple(model(*feed))[0].flatten(1) for feed in probe]
-            return float(torch.cat([torch.nn.functional.cosine_similarity(g, r, dim=1)
-                                    for g, r in zip(got, reference)]).mean())
-
-        keep = list(range(len(blocks)))
-        while len(keep) > want:
-            best = max(keep, key=lambda drop: score([i for i in keep if i != drop]))
-            keep.remove(best)
-    return tuple(keep)
-
-
-def derive_student(teacher: Model, spec: str, torch: Any, probe: list[tuple[Any, ...]] | None = None
-                   ) -> tuple[Any, dict[str, Any]]:
-    """The student and how it was made. For ``layers=N`` with ``probe`` inputs the blocks are
-    chosen by `choose_blocks`; without, evenly spaced."""
-    kind, value = parse_student(spec)
-    if kind == "layers":
-        student = copy.deepcopy(teacher.torch_module())
-        name, blocks = block_list(student, torch)
-        if isinstance(value, int) and probe:
-            keep_indices(len(blocks), value)  # validates the count
-            keep, how = choose_blocks(teacher.torch_module(), name, value, probe, torch), "least output change on training data"
-        else:
-            keep, how = keep_indices(len(blocks), value), "evenly spaced" if isinstance(value, int) else "as given"
-        parent_name, _, attr = name.rpartition(".")
-        setattr(student.get_submodule(parent_name) if parent_name else student, attr,
-                torch.nn.ModuleList([blocks[i] for i in keep]))
-        for sub in student.modules():
-            cfg = getattr(sub, "config", None)
-            if cfg is not None and hasattr(cfg, "num_hidden_layers"):
-                cfg.num_hidden_layers = len(keep)
-        for new, i in enumerate(keep):  # blocks that know their index (caches, logging) get the new one
-            for sub in student.get_submodule(name)[new].modules():
-                if isinstance(getattr(sub, "layer_idx", None), int):
-                    sub.layer_idx = new
-        return student, {"kind": "layers", "kept_blocks": list(keep), "teacher_blocks": len(blocks), "blocks": name,
-                         "chosen": how}
-    if kind == "width":
-        from hasten.compress.prune import PruneConfig, prune
-
-        narrowed = prune(teacher, PruneConfig("channel", amount=round(1 - value, 6), importance="l2"))
-        return copy.deepcopy(narrowed.torch_module()), {"kind": "width", "kept_fraction": value,
-                                                       "channels": narrowed.info.extra["manifest"]["channels_per_layer"]}
-    return _user_student(teacher, value, torch), {"kind": "module", "function": value}
-
-
-def _user_student(teacher: Model, target: str, torch: Any) -> Any:
-    mod_name, fn_name = target.split(":")
-    try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as exc:
-        raise HastenError(f"cannot load the student function {target}: {exc}",
-                          hint="the module must be importable (on PYTHONPATH) and define the function") from exc
-    takes_teacher = len(inspect.signature(fn).parameters) >= 1
-    student = fn(teacher.torch_module()) if takes_teacher else fn()
-    if not isinstance(student, torch.nn.Module):
-        raise HastenError(f"{target} returned {type(student).__name__}, not a torch.nn.Module")
-    with torch.no_grad():
-        want = [tuple(t.shape) for t in as_tuple(teacher.torch_module()(*teacher.example_input()))]
-        try:
-            got = [tuple(t.shape) for t in as_tuple(student.eval()(*teacher.example_input()))]
-        except Exception as exc:  # noqa: BLE001 - the user's module; say what failed
-            raise HastenError(f"the student from {target} fails on the teacher's example input: {exc}") from exc
-    if got != want:
-        raise HastenError(f"the student from {target} returns shapes {got}; the teacher returns {want}",
-                          hint="a student must take the same inputs and give outputs of the same shape")
-    return student
-
-
 # ---------------------------------------------------------------------------- training
 
 def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Path | None = None, *,
@@ -335,8 +172,8 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
            checkpoint: str | Path | None) -> tuple[Any, str, bool, bool, bool]:
     """The training loop of `distill` on ``device`` (both modules are there already): returns
     (fit result, loss kind, dropout kept, block outputs matched, embeddings frozen)."""
-    hidden = _HiddenMatch(teacher_module, student, how, torch) if how["kind"] == "layers" and config.hidden_weight else None
-    attention = _AttentionMatch(teacher_module, student, how, torch) if config.attention_weight else None
+    hidden = HiddenMatch(teacher_module, student, how, torch) if how["kind"] == "layers" and config.hidden_weight else None
+    attention = AttentionMatch(teacher_module, student, how, torch) if config.attention_weight else None
 
     def on_device(feed: tuple[Any, ...]) -> tuple[Any, ...]:
         return feed if device.type == "cpu" else tuple(t.to(device, non_blocking=True) for t in feed)
@@ -381,10 +218,11 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
         t = teacher_out(i, feed)
         if kind != "kl":
             loss = embedding_loss(s, t, kind)
+            mask = _mask(teacher, feed)
             if hidden is not None:
-                loss = loss + config.hidden_weight * hidden.loss(_mask(teacher, feed))
+                loss = loss + config.hidden_weight * hidden.loss(mask)
             if attention is not None:
-                loss = loss + config.attention_weight * attention.loss(_mask(teacher, feed))
+                loss = loss + config.attention_weight * attention.loss(mask)
             return loss
         loss = kd_loss(s, t, config.temperature)
         if labels is not None and config.alpha < 1:
@@ -482,93 +320,6 @@ def _augmented(teacher: Model, data: Dataset, spans: int, swaps: int, seed: int)
 def _mask(model: Model, feed: tuple[Any, ...]) -> Any:
     names = [s.name for s in model.inputs]
     return feed[names.index("attention_mask")] if "attention_mask" in names else None
-
-
-class _HiddenMatch:
-    """Forward hooks that keep each block's output, and the MSE (over real tokens) between each
-    student block and the teacher block it replaces: student block j, started from teacher block
-    keep[j], learns to output what teacher block keep[j+1] - 1 outputs (the last: the last one)."""
-
-    def __init__(self, teacher: Any, student: Any, how: dict[str, Any], torch: Any) -> None:
-        keep, total = how["kept_blocks"], how["teacher_blocks"]
-        self.pairs = [(j, keep[j + 1] - 1 if j + 1 < len(keep) else total - 1) for j in range(len(keep))]
-        self.seen: dict[str, dict[int, Any]] = {"t": {}, "s": {}}
-        self.handles = []
-        for who, module in (("t", teacher), ("s", student)):
-            for i, block in enumerate(module.get_submodule(how["blocks"])):
-                self.handles.append(block.register_forward_hook(self._keeper(who, i)))
-
-    def _keeper(self, who: str, i: int) -> Any:
-        def hook(module: Any, args: Any, out: Any) -> None:
-            self.seen[who][i] = out[0] if isinstance(out, (tuple, list)) else out
-        return hook
-
-    def loss(self, mask: Any) -> Any:
-        total = 0
-        for j, t in self.pairs:
-            s, ref = self.seen["s"][j], self.seen["t"][t].detach()
-            err = (s - ref).pow(2).mean(-1)
-            if mask is not None and err.shape == mask.shape:
-                total = total + (err * mask).sum() / mask.sum().clamp(min=1)
-            else:
-                total = total + err.mean()
-        return total
-
-    def close(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-class _AttentionMatch:
-    """MiniLM's self-attention transfer (Wang et al., 2020) for the last block: KL divergence from
-    the teacher's attention distributions (softmax(QKᵀ/√d) per head) and value relations
-    (softmax(VVᵀ/√d)) in its last block to the student's in its last block, over real tokens."""
-
-    def __init__(self, teacher: Any, student: Any, how: dict[str, Any], torch: Any) -> None:
-        from hasten.compress.prune import attention_modules
-
-        self.torch, self.seen, self.handles = torch, {}, []
-        for who, module in (("t", teacher), ("s", student)):
-            found = attention_modules(module.get_submodule(how["blocks"])[-1], torch)
-            if not found:
-                raise HastenError("attention_weight needs self-attention blocks with query/key/value projections "
-                                  "(the BERT family's layout); this model's last block has none",
-                                  hint="leave --attention-weight at 0")
-            attn = found[0]
-            for name in ("query", "key", "value"):
-                self.handles.append(getattr(attn, name).register_forward_hook(self._keeper(who, name)))
-            self.seen[who + "heads"] = attn.num_attention_heads
-
-    def _keeper(self, who: str, name: str) -> Any:
-        def hook(module: Any, args: Any, out: Any) -> None:
-            self.seen[who + name] = out
-        return hook
-
-    def _relation(self, who: str, a: str, b: str, bias: Any) -> Any:
-        x, y, heads = self.seen[who + a], self.seen[who + b], self.seen[who + "heads"]
-        n, length, width = x.shape
-        x = x.view(n, length, heads, width // heads).transpose(1, 2)
-        y = y.view(n, length, heads, width // heads).transpose(1, 2)
-        scores = x @ y.transpose(-1, -2) / (width // heads) ** 0.5
-        return self.torch.log_softmax(scores + bias, dim=-1)
-
-    def loss(self, mask: Any) -> Any:
-        torch = self.torch
-        n, length = self.seen["squery"].shape[:2]
-        real = mask if mask is not None and tuple(mask.shape) == (n, length) else torch.ones(n, length)
-        real = real.to(self.seen["squery"].dtype)
-        bias = ((1 - real) * -1e4)[:, None, None, :]  # padded keys get no attention
-        total = 0
-        for a, b in (("query", "key"), ("value", "value")):
-            t = self._relation("t", a, b, bias).detach()
-            s = self._relation("s", a, b, bias)
-            kl = (t.exp() * (t - s)).sum(-1).mean(1)  # per query token, averaged over heads
-            total = total + (kl * real).sum() / real.sum().clamp(min=1)
-        return total
-
-    def close(self) -> None:
-        for h in self.handles:
-            h.remove()
 
 
 def _truncated(data: Dataset, max_length: int) -> Dataset:
