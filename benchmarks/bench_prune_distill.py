@@ -4,7 +4,8 @@ Usage:  python benchmarks/bench_prune_distill.py [--threads 1] [--only digits,mi
                                                  [--lr 5e-4] [--hidden-weight 10] [--batch-size 32]
                                                  [--freeze-embeddings/--no-freeze-embeddings] [--augment-spans 2]
                                                  [--augment-swaps 0] [--attention-weight 0]
-                                                 [--train-data everyday] [--student S.onnx] [--out benchmarks/results]
+                                                 [--train-data everyday] [--max-length 64] [--seed 0]
+                                                 [--init CHECKPOINT_FOLDER] [--student S.onnx] [--out benchmarks/results]
 
 digits-cnn (batch 256, ONNX Runtime): 50 % channel pruning + fine-tuning on the training split
 (accuracy on the held-out test split, budget 1 point), 80 %
@@ -15,7 +16,8 @@ ONNX Runtime.
 minilm (batch 8 × 128 tokens, ONNX Runtime): a 3-block student distilled from the 6-block teacher
 on unlabeled text (default: the example's training text, `everyday`), judged by cosine to the
 teacher's embeddings on the held-out evaluation sentences; then the student after INT8. The distillation checkpoints
-under <out>/checkpoints, so a stopped run resumes. `--student S.onnx` skips the training and measures a
+under <out>/checkpoints, so a stopped run resumes; `--init` starts from such a folder (a finished
+student trained further with a fresh schedule: a warm restart). `--student S.onnx` skips the training and measures a
 student trained elsewhere (benchmarks/tools/gpu_distill.sh distils on a lent GPU; docs/gpu.md) the same way.
 """
 
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import hasten  # noqa: E402
 from hasten.compress import DynamicInt8, NncfInt8, StaticInt8, quantize  # noqa: E402
 from hasten.compress.distill import DistillConfig  # noqa: E402
+from hasten.compress.training import fingerprint  # noqa: E402
 from hasten.compress.prune import PruneConfig  # noqa: E402
 from hasten.measure import BenchConfig, compare, machine_facts  # noqa: E402
 from hasten.models import training_dataset  # noqa: E402
@@ -87,7 +90,7 @@ def digits(threads: int, out: Path) -> list[dict]:
 def minilm(threads: int, out: Path, steps: int, train_data: str | None = None, lr: float = 5e-4,
            hidden_weight: float = 10.0, batch_size: int = 32, student_path: Path | None = None,
            freeze_embeddings: bool | None = None, augment_spans: int | None = None, augment_swaps: int = 0,
-           attention_weight: float = 0.0) -> list[dict]:
+           attention_weight: float = 0.0, init: Path | None = None, seed: int = 0, max_length: int = 64) -> list[dict]:
     teacher = hasten.load_model("minilm")
     evaluation = hasten.load_dataset("minilm", teacher)
     train = hasten.load_dataset(train_data, teacher) if train_data else training_dataset(teacher)
@@ -95,13 +98,16 @@ def minilm(threads: int, out: Path, steps: int, train_data: str | None = None, l
                       time_budget_s=2.0, keep_if_slower=True)
     t0 = time.perf_counter()
     if student_path is None:
-        config = DistillConfig("layers=3", steps=steps, lr=lr, max_length=64, hidden_weight=hidden_weight,
+        config = DistillConfig("layers=3", steps=steps, lr=lr, max_length=max_length, hidden_weight=hidden_weight,
                                batch_size=batch_size, freeze_embeddings=freeze_embeddings, augment_spans=augment_spans,
-                               augment_swaps=augment_swaps, attention_weight=attention_weight)
+                               augment_swaps=augment_swaps, attention_weight=attention_weight,
+                               init=None if init is None else str(init), seed=seed)
         print(f"… minilm → 3-block student, {steps} steps on {len(train)} sentences ({train.name})", file=sys.stderr)
         r = distill_under_budget(teacher, config, train, evaluation, gate, out / "minilm-student.onnx",
                                  checkpoint=out / "checkpoints" / f"minilm-student-{steps}-{lr:g}-{hidden_weight:g}-{batch_size}"
-                                 f"-{freeze_embeddings}-{augment_spans}-{augment_swaps}-{attention_weight:g}-{train.name}")
+                                 f"-{freeze_embeddings}-{augment_spans}-{augment_swaps}-{attention_weight:g}-{train.name}"
+                                 + (f"-seed{seed}" if seed else "") + (f"-len{max_length}" if max_length != 64 else "")
+                                 + (f"-init{fingerprint(str(init))[:8]}" if init else ""))
         m, quality, passed = r.manifest, r.quality, r.verdict.passed
         student = r.model or r.candidate  # measured even if it misses the bar (the table says so)
     else:  # trained elsewhere (benchmarks/tools/gpu_distill.sh on a lent GPU): judged and timed here the same way
@@ -124,7 +130,8 @@ def minilm(threads: int, out: Path, steps: int, train_data: str | None = None, l
              "hidden_weight": m["config"]["hidden_weight"], "batch_size": m["config"]["batch_size"],
              "frozen_embeddings": m.get("frozen_embeddings", False), "augment_spans": m.get("augment_spans", 0),
              "augment_swaps": m.get("augment_swaps", 0), "attention_weight": m["config"].get("attention_weight", 0.0),
-             "dropout": m.get("dropout"), "given": str(student_path) if student_path else None}]
+             "dropout": m.get("dropout"), "given": str(student_path) if student_path else None,
+             "seed": m["config"].get("seed", 0), "max_length": m["config"].get("max_length"), "init": m.get("init")}]
     variants = {rows[0]["case"]: student}
     for label, qcfg, backend in (("student, dynamic INT8 per-tensor", DynamicInt8(per_channel=False), "ort-cpu"),
                                  ("student, dynamic INT8 per-channel", DynamicInt8(), "ort-cpu"),
@@ -187,6 +194,10 @@ def main() -> None:
                     help="minilm: copies of each training text with words swapped (distill's augment_swaps)")
     ap.add_argument("--attention-weight", type=float, default=0.0,
                     help="minilm: weight of MiniLM's attention transfer (distill's attention_weight)")
+    ap.add_argument("--init", type=Path, default=None, help="minilm: start the student from this earlier run's "
+                    "checkpoint folder (distill's init: a warm restart with a fresh schedule)")
+    ap.add_argument("--seed", type=int, default=0, help="minilm: distillation seed (shuffle, spans, swapped copies)")
+    ap.add_argument("--max-length", type=int, default=64, help="minilm: tokens per training text, at most")
     ap.add_argument("--student", type=Path, default=None, help="minilm: measure this student .onnx (with its "
                     ".manifest.json, e.g. trained on a GPU by benchmarks/tools/gpu_distill.sh) instead of distilling one")
     ap.add_argument("--train-data", default=None, help="minilm training text: everyday, pydoc, markov-wiki, several "
@@ -202,7 +213,8 @@ def main() -> None:
     if "minilm" in args.only:
         result["minilm"] = minilm(args.threads, work, args.steps, args.train_data, args.lr,
                                   args.hidden_weight, args.batch_size, args.student, args.freeze_embeddings,
-                                  args.augment_spans, args.augment_swaps, args.attention_weight)
+                                  args.augment_spans, args.augment_swaps, args.attention_weight, args.init, args.seed,
+                                  args.max_length)
         _table(f"minilm → 3-block student, batch 8 × 128, {args.threads} thread(s); speed-up vs the FP32 teacher on ort-cpu", result["minilm"],
                "mean cos")
     name = "bench_prune_distill" + ("" if args.only == "digits,minilm" else "-" + args.only.replace(",", "-"))

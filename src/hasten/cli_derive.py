@@ -93,6 +93,8 @@ def distill(
     attention_weight: float = typer.Option(0.0, "--attention-weight", help="layers=N students of BERT-like teachers: weight of MiniLM's attention transfer (the last block's attention maps and value relations, KL divergence; 0: off)."),
     dropout: Optional[bool] = typer.Option(None, "--dropout/--no-dropout", help="Keep the student's dropout layers active while it trains \\[default: off for embedding students, which imitate a deterministic teacher; on for classifiers]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Folder for checkpoints; a stopped run resumes from it."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start the student from an earlier run's --checkpoint folder (same teacher and --student) instead of the teacher's weights, with a fresh learning-rate schedule: train a finished student further."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the shuffle, the augmentation and the initialisation (another seed: other spans and swapped copies)."),
     early_stop: bool = typer.Option(False, "--early-stop", help="Stop as soon as the budget holds on the held-out data."),
     budget: str = typer.Option("5%", "--budget", help="Allowed quality drop vs the teacher: '5%' (relative), '1pt' / '0.05' (absolute)."),
     metric: Optional[str] = METRIC,
@@ -113,7 +115,8 @@ def distill(
     config = DistillConfig(student=student, steps=steps, temperature=temperature, alpha=alpha, loss=loss, lr=lr,
                            batch_size=batch_size, max_length=max_length, dropout=dropout, hidden_weight=hidden_weight,
                            device=device, time_limit_s=time_limit, freeze_embeddings=freeze_embeddings,
-                           augment_spans=augment_spans, augment_swaps=augment_swaps, attention_weight=attention_weight)
+                           augment_spans=augment_spans, augment_swaps=augment_swaps, attention_weight=attention_weight,
+                           init=None if init is None else str(init), seed=seed)
     m = _load(teacher)
     _need_torch(m, "distill")
     train, evaluation, seq_len = _train_eval(m, data, eval_data, seq_len, needed=True)

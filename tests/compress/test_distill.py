@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -339,3 +340,63 @@ def test_a_student_trains_on_the_gpu_and_its_checkpoint_resumes_on_the_cpu(tmp_p
     assert cosine(on_gpu) > cosine(one_step)  # 100 GPU steps brought the exported student closer to the teacher
     torch_out = as_tuple(on_gpu.torch_module()(*(torch.from_numpy(v) for v in feed.values())))[0].detach().numpy()
     np.testing.assert_allclose(next(iter(compile(on_gpu, "ort-cpu").run(feed).values())), torch_out, rtol=1e-4, atol=1e-4)
+
+
+class Gadget:  # an object a checkpoint must not smuggle in (weights_only refuses to build it)
+    pass
+
+
+def test_a_finished_student_trains_further_from_its_checkpoint(tmp_path: Path) -> None:
+    teacher = _tiny_bert(tmp_path)
+    ids = np.random.default_rng(0).integers(1, 100, (64, 10)).astype(np.int64)
+    data = hasten.Dataset({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    first = distill(teacher, DistillConfig("layers=1", steps=30, lr=1e-3, batch_size=16), data, tmp_path / "a.onnx",
+                    checkpoint=tmp_path / "ck")
+    kept = first.info.extra["manifest"]["student"]["kept_blocks"]
+    assert len(kept) == 1
+    # the checkpoint says which teacher block its student kept; a run started from it keeps that one,
+    # whatever its own probe would choose (here the record is changed to the other block to show it)
+    meta = json.loads((tmp_path / "ck" / "checkpoint.json").read_text())
+    assert meta["student"]["kept_blocks"] == kept
+    other = [1 - kept[0]]
+    meta["student"]["kept_blocks"] = other
+    (tmp_path / "ck" / "checkpoint.json").write_text(json.dumps(meta))
+    config = DistillConfig("layers=1", steps=1, lr=1e-12, batch_size=16, seed=1, init=str(tmp_path / "ck"))
+    further = distill(teacher, config, data, tmp_path / "b.onnx", checkpoint=tmp_path / "ck2")
+    man = further.info.extra["manifest"]
+    assert man["init"] == {"path": str(tmp_path / "ck" / "checkpoint.pt"), "step": 30}
+    assert man["student"]["kept_blocks"] == other
+    assert man["student"]["chosen"] == "those of the init checkpoint's student"
+    a, b = _weights(first.path), _weights(further.path)  # one step at lr 1e-12: the first run's weights
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)
+    fresh = _weights(distill(teacher, DistillConfig("layers=1", steps=1, lr=1e-12, batch_size=16), data,
+                             tmp_path / "c.onnx").path)  # from the teacher's weights instead: they differ
+    assert any(not np.allclose(a[name], fresh[name], atol=1e-4) for name in a)
+
+
+def test_init_checkpoints_that_cannot_serve_are_refused_clearly(tmp_path: Path) -> None:
+    teacher = _tiny_bert(tmp_path)
+    ids = np.random.default_rng(0).integers(1, 100, (32, 8)).astype(np.int64)
+    data = hasten.Dataset({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    with pytest.raises(HastenError, match="no checkpoint at"):
+        DistillConfig("layers=1", init=str(tmp_path / "missing"))
+    (tmp_path / "other").mkdir()
+    torch.save({"module": {"weight": torch.zeros(3)}}, tmp_path / "other" / "checkpoint.pt")
+    with pytest.raises(HastenError, match="do not fit the student layers=1"):
+        distill(teacher, DistillConfig("layers=1", steps=1, batch_size=16, init=str(tmp_path / "other")), data,
+                tmp_path / "s.onnx")
+    (tmp_path / "code").mkdir()
+    torch.save({"module": Gadget()}, tmp_path / "code" / "checkpoint.pt")
+    with pytest.raises(HastenError, match="do not fit the student"):  # never unpickled into an object
+        distill(teacher, DistillConfig("layers=1", steps=1, batch_size=16, init=str(tmp_path / "code" / "checkpoint.pt")),
+                data, tmp_path / "s.onnx")
+    with pytest.raises(HastenError, match="same folder"):
+        distill(teacher, DistillConfig("layers=1", steps=1, batch_size=16, init=str(tmp_path / "other")), data,
+                tmp_path / "s.onnx", checkpoint=tmp_path / "other")
+    (tmp_path / "other" / "checkpoint.json").write_text(
+        json.dumps({"step": 5, "student": {"kind": "layers", "kept_blocks": [0, 1]}}))
+    with pytest.raises(HastenError, match="does not match the init checkpoint's student"):
+        distill(teacher, DistillConfig("layers=1", steps=1, batch_size=16, init=str(tmp_path / "other")), data,
+                tmp_path / "s.onnx")

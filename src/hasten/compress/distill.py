@@ -66,7 +66,11 @@ class DistillConfig:
     of BERT-like teachers, MiniLM's self-attention transfer on the last block (KL divergence of the
     attention maps and of the value relations). Both are off by default: minilm, 3 blocks, 6,000
     steps of 32 on the CPU, 0.9404 without either, 0.9418 with 2 swaps, 0.9408 with attention
-    weight 1 (within a run's noise)."""
+    weight 1 (within a run's noise). ``init``: a checkpoint of an earlier run (its ``--checkpoint``
+    folder, or the ``checkpoint.pt`` in it) whose student weights this one starts from instead of
+    the teacher's, with a fresh optimizer and learning-rate schedule: a finished student trained
+    further (a warm restart; the same teacher and ``student`` spec, so the shapes fit). Read with
+    ``weights_only``: a checkpoint can never run code."""
 
     student: str = "layers=3"
     steps: int = 1000
@@ -85,6 +89,7 @@ class DistillConfig:
     augment_spans: int | None = None
     augment_swaps: int = 0
     attention_weight: float = 0.0
+    init: str | None = None
 
     def __post_init__(self) -> None:
         parse_student(self.student)
@@ -113,6 +118,8 @@ class DistillConfig:
                               f"--student {self.student} is not one", hint="leave --attention-weight at 0")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise HastenError(f"time_limit_s must be > 0 seconds, got {self.time_limit_s!r}")
+        if self.init is not None:
+            init_weights(self.init)  # a missing file is an error now, not after the data is read
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,15 +159,21 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
     batches = shuffled_batches(names, _truncated(data, config.max_length), config.batch_size, config.steps, torch,
                                config.seed)
     probe = [feed for feed, _ in batches[: max(1, PROBE_EXAMPLES // config.batch_size)]]
-    student, how = derive_student(teacher, config.student, torch, probe)
+    init = _init_facts(config, checkpoint) if config.init else None
+    student, how = derive_student(teacher, config.student, torch, probe, _init_blocks(config.student, init))
+    if init:
+        _load_init(student, init["path"], config.student, torch)
+        if init["kept_blocks"]:
+            how["chosen"] = "those of the init checkpoint's student"
     with _on_device(device, torch, teacher_module, student):
         fitted, kind, dropout, hidden, frozen = _train(teacher, teacher_module, student, how, config, batches, data, device,
-                                               torch, monitor, checkpoint)
+                                                       torch, monitor, checkpoint)
     facts = {"student": how, "teacher": {"name": teacher.name, "path": str(teacher.path)},
              "loss": kind + (f" + {config.hidden_weight:g} x block-output mse" if hidden else "")
              + (f" + {config.attention_weight:g} x last-block attention kl" if config.attention_weight else ""), "temperature": config.temperature if kind == "kl" else None,
              "alpha": config.alpha if kind == "kl" else None, "optimizer": "AdamW, cosine decay", "dropout": dropout,
              "frozen_embeddings": frozen, "augment_spans": spans, "augment_swaps": config.augment_swaps,
+             "init": None if init is None else {"path": init["path"], "step": init["step"]},
              "training": {**fitted.to_dict(), "data": {"name": data.name, "examples": len(data)},
                           "distinct_batches": len(batches), "device": device_name(device, torch)}}
     keep = {"num_heads": teacher.info.extra["num_heads"]} if "num_heads" in teacher.info.extra else {}
@@ -237,7 +250,7 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
     run = fingerprint("distill", teacher.name, str(teacher.path), settings, data.name, len(data))
     try:
         fitted = fit(student, step_loss, config.steps, optimizer, torch, label=f"distilling ({config.student}) on {device}",
-                     checkpoint=Checkpoint(checkpoint, run) if checkpoint else None, schedule=schedule,
+                     checkpoint=Checkpoint(checkpoint, run, extra={"student": how}) if checkpoint else None, schedule=schedule,
                      checkpoint_every=max(50, config.steps // 20), time_limit_s=config.time_limit_s,
                      **watching(monitor, student))
     finally:
@@ -245,6 +258,62 @@ def _train(teacher: Model, teacher_module: Any, student: Any, how: dict[str, Any
             if matcher is not None:
                 matcher.close()
     return fitted, kind, dropout, hidden is not None, frozen
+
+
+def init_weights(spec: str | Path) -> Path:
+    """The ``checkpoint.pt`` that ``init`` names (the file, or the checkpoint folder holding it)."""
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise HastenError(f"init: no checkpoint at {spec} (a distillation's --checkpoint folder, or the "
+                          f"checkpoint.pt in it)", hint="pass the --checkpoint folder of an earlier run of the same student")
+    return path
+
+
+def _init_facts(config: DistillConfig, checkpoint: str | Path | None) -> dict[str, Any]:
+    """What ``config.init`` names: its ``checkpoint.pt``, the step it was saved at and, for
+    ``layers=`` students, the teacher blocks its student kept (from the ``checkpoint.json`` beside
+    it, when that says), which this run keeps too, so that block matching pairs the same blocks."""
+    import json
+
+    path = init_weights(config.init)
+    if checkpoint is not None and path.parent.resolve() == Path(checkpoint).resolve():
+        raise HastenError(f"init and checkpoint are the same folder ({path.parent}): this run's checkpoints would "
+                          f"overwrite the weights it starts from", hint="give this run its own --checkpoint folder")
+    try:
+        meta = json.loads((path.parent / "checkpoint.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    meta = meta if isinstance(meta, dict) else {}
+    student = meta.get("student") if isinstance(meta.get("student"), dict) else {}
+    kept = student.get("kept_blocks") if student.get("kind") == "layers" else None
+    return {"path": str(path), "step": meta.get("step"), "kept_blocks": kept}
+
+
+def _init_blocks(spec: str, init: dict[str, Any] | None) -> tuple[int, ...] | None:
+    """For a ``layers=`` student started from a checkpoint that names its teacher blocks, those
+    blocks (the weights stand in for them, and block matching must pair them alike); else None."""
+    if not init or not init["kept_blocks"] or parse_student(spec)[0] != "layers":
+        return None
+    value, kept = parse_student(spec)[1], tuple(init["kept_blocks"])
+    if (isinstance(value, int) and value != len(kept)) or (isinstance(value, tuple) and value != kept):
+        raise HastenError(f"--student {spec} does not match the init checkpoint's student (teacher blocks "
+                          f"{','.join(map(str, kept))})", hint=f"use --student layers={len(kept)}")
+    return kept
+
+
+def _load_init(student: Any, path: str, spec: str, torch: Any) -> None:
+    """The student weights saved at ``path`` (read with ``weights_only``) loaded into ``student``."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # anything but tensors is refused
+        student.load_state_dict(state["module"] if isinstance(state, dict) and "module" in state else state)
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HastenError(f"the weights in {path} do not fit the student {spec}: {first}",
+                          hint="init from a checkpoint of the same teacher and --student") from exc
 
 
 class _on_device:
