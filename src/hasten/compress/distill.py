@@ -12,6 +12,7 @@ imported lazily.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from hasten.compress.training import Monitor
     from hasten.models import Dataset, Model
 
+log = logging.getLogger(__name__)
 LOSSES = ("auto", "kl", "mse", "cosine", "mse+cosine")
 AUTO_SPANS = 2  # random word spans per text that augment_spans=None adds to unlabeled text
 SWAP_RATE = 0.25  # the share of words an augment_swaps copy replaces
@@ -294,9 +296,14 @@ def _init_facts(config: DistillConfig, checkpoint: str | Path | None) -> dict[st
 def _init_blocks(spec: str, init: dict[str, Any] | None) -> tuple[int, ...] | None:
     """For a ``layers=`` student started from a checkpoint that names its teacher blocks, those
     blocks (the weights stand in for them, and block matching must pair them alike); else None."""
-    if not init or not init["kept_blocks"] or parse_student(spec)[0] != "layers":
+    kind, value = parse_student(spec)
+    if not init or kind != "layers":
         return None
-    value, kept = parse_student(spec)[1], tuple(init["kept_blocks"])
+    if not init["kept_blocks"]:
+        log.warning("init: %s does not record which teacher blocks its student kept; they are chosen afresh "
+                    "(pass --student layers=i,j,k to name them)", init["path"])
+        return None
+    kept = tuple(init["kept_blocks"])
     if (isinstance(value, int) and value != len(kept)) or (isinstance(value, tuple) and value != kept):
         raise HastenError(f"--student {spec} does not match the init checkpoint's student (teacher blocks "
                           f"{','.join(map(str, kept))})", hint=f"use --student layers={len(kept)}")

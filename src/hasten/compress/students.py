@@ -102,13 +102,13 @@ def choose_blocks(teacher: Any, name: str, want: int, probe: list[tuple[Any, ...
 
 
 def derive_student(teacher: Model, spec: str, torch: Any, probe: list[tuple[Any, ...]] | None = None,
-                   blocks: tuple[int, ...] | None = None) -> tuple[Any, dict[str, Any]]:
+                   settled: tuple[int, ...] | None = None) -> tuple[Any, dict[str, Any]]:
     """The student and how it was made. For ``layers=N`` with ``probe`` inputs the blocks are
-    chosen by `choose_blocks`; without, evenly spaced; ``blocks`` (a ``layers=`` student's teacher
-    blocks, already settled) overrides both."""
+    chosen by `choose_blocks`; without, evenly spaced; ``settled`` (a ``layers=`` student's teacher
+    blocks, decided before) overrides both."""
     kind, value = parse_student(spec)
-    if kind == "layers" and blocks is not None:
-        value = tuple(blocks)
+    if kind == "layers" and settled is not None:
+        value = tuple(settled)
     if kind == "layers":
         student = copy.deepcopy(teacher.torch_module())
         name, blocks = block_list(student, torch)
