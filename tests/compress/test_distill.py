@@ -400,3 +400,22 @@ def test_init_checkpoints_that_cannot_serve_are_refused_clearly(tmp_path: Path) 
     with pytest.raises(HastenError, match="does not match the init checkpoint's student"):
         distill(teacher, DistillConfig("layers=1", steps=1, batch_size=16, init=str(tmp_path / "other")), data,
                 tmp_path / "s.onnx")
+
+
+def test_the_report_says_where_a_student_started() -> None:
+    from rich.console import Console
+
+    from rich.table import Table
+
+    from hasten.plan.report import _print_layers
+
+    def shown(m: dict[str, Any]) -> str:
+        con = Console(record=True, width=200)
+        _print_layers(con, {"method": "distill", **m}, Table)
+        return con.export_text()
+
+    blocks = {"kind": "layers", "kept_blocks": [0, 4, 5], "teacher_blocks": 6, "blocks": "encoder.layer"}
+    assert "[0, 4, 5] of the teacher's 6 (encoder.layer), initialised from the teacher" in shown({"student": blocks})
+    resumed = shown({"student": blocks, "init": {"path": "ck/checkpoint.pt", "step": 30}})
+    assert "(encoder.layer), started from ck/checkpoint.pt (step 30)" in resumed and "from the teacher" not in resumed
+    assert "student: started from ck/checkpoint.pt" in shown({"student": {"kind": "width"}, "init": {"path": "ck/checkpoint.pt", "step": None}})

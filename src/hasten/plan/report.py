@@ -188,7 +188,11 @@ def _print_layers(con: Any, m: dict[str, Any], Table: Any) -> None:
             t.add_row(name, f"{s:.1%}", *extra)
         con.print(t)
         con.print(f"overall sparsity of the pruned layers: {m.get('sparsity_overall', 0):.1%} zeros", highlight=False)
-    student = m.get("student")
+    student, init = m.get("student"), m.get("init")
+    start = (f"started from {init['path']}" + (f" (step {init['step']})" if init.get("step") is not None else "")
+             if init else "initialised from the teacher")
     if student and student.get("kind") == "layers":
         con.print(f"student: blocks {student['kept_blocks']} of the teacher's {student['teacher_blocks']} "
-                  f"({student['blocks']}), initialised from the teacher", highlight=False)
+                  f"({student['blocks']}), {start}", highlight=False)
+    elif init:
+        con.print(f"student: {start}", highlight=False)
