@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import hasten  # noqa: E402
 from hasten.compress import DynamicInt8, NncfInt8, StaticInt8, quantize  # noqa: E402
 from hasten.compress.distill import DistillConfig  # noqa: E402
-from hasten.compress.training import fingerprint  # noqa: E402
 from hasten.compress.prune import PruneConfig  # noqa: E402
+from hasten.compress.training import fingerprint  # noqa: E402
 from hasten.measure import BenchConfig, compare, machine_facts  # noqa: E402
 from hasten.models import training_dataset  # noqa: E402
 from hasten.plan import GateConfig  # noqa: E402
@@ -103,11 +103,11 @@ def minilm(threads: int, out: Path, steps: int, train_data: str | None = None, l
                                augment_swaps=augment_swaps, attention_weight=attention_weight,
                                init=None if init is None else str(init), seed=seed)
         print(f"… minilm → 3-block student, {steps} steps on {len(train)} sentences ({train.name})", file=sys.stderr)
+        run = (f"minilm-student-{steps}-{lr:g}-{hidden_weight:g}-{batch_size}-{freeze_embeddings}-{augment_spans}"
+               f"-{augment_swaps}-{attention_weight:g}-{train.name}" + (f"-seed{seed}" if seed else "")
+               + (f"-len{max_length}" if max_length != 64 else "") + (f"-init{fingerprint(str(init))[:8]}" if init else ""))
         r = distill_under_budget(teacher, config, train, evaluation, gate, out / "minilm-student.onnx",
-                                 checkpoint=out / "checkpoints" / (f"minilm-student-{steps}-{lr:g}-{hidden_weight:g}-{batch_size}"
-                                 f"-{freeze_embeddings}-{augment_spans}-{augment_swaps}-{attention_weight:g}-{train.name}"
-                                 + (f"-seed{seed}" if seed else "") + (f"-len{max_length}" if max_length != 64 else "")
-                                 + (f"-init{fingerprint(str(init))[:8]}" if init else "")))
+                                 checkpoint=out / "checkpoints" / run)  # each setting its own folder
         m, quality, passed = r.manifest, r.quality, r.verdict.passed
         student = r.model or r.candidate  # measured even if it misses the bar (the table says so)
     else:  # trained elsewhere (benchmarks/tools/gpu_distill.sh on a lent GPU): judged and timed here the same way
