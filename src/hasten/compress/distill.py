@@ -149,8 +149,9 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
     torch = import_torch()
     device = training_device(config.device, torch)  # checked before any work
     started = time.perf_counter()
-    out = Path(out) if out else Path(tempfile.mkdtemp(prefix="hasten-distill-")) / f"{teacher.name}.student.onnx"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     spans = config.augment_spans
     if spans is None:  # auto: unlabeled text gets spans (labelled data would lose its labels)
@@ -180,6 +181,8 @@ def distill(teacher: Model, config: DistillConfig, data: Dataset, out: str | Pat
              "training": {**fitted.to_dict(), "data": {"name": data.name, "examples": len(data)},
                           "distinct_batches": len(batches), "device": device_name(device, torch)}}
     keep = {"num_heads": teacher.info.extra["num_heads"]} if "num_heads" in teacher.info.extra else {}
+    if out is None:  # made only now: a run refused on the way leaves no empty folder behind
+        out = Path(tempfile.mkdtemp(prefix="hasten-distill-")) / f"{teacher.name}.student.onnx"
     return export_derived(teacher, student, out, "distill", config.to_dict(), facts, started, "student", keep)
 
 
