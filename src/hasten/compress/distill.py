@@ -270,7 +270,7 @@ def init_weights(spec: str | Path) -> Path:
     """The ``checkpoint.pt`` that ``init`` names (the file, or the checkpoint folder holding it)."""
     path = Path(spec)
     if path.is_dir():
-        path = path / "checkpoint.pt"
+        path = Checkpoint(path, run="").weights_path  # a folder: the file a run's checkpoints write
     if not path.is_file():
         raise HastenError(f"init: no checkpoint at {spec} (a distillation's --checkpoint folder, or the "
                           f"checkpoint.pt in it)", hint="pass the --checkpoint folder of an earlier run of the same student")
@@ -288,7 +288,7 @@ def _init_facts(config: DistillConfig, checkpoint: str | Path | None) -> dict[st
         raise HastenError(f"init and checkpoint are the same folder ({path.parent}): this run's checkpoints would "
                           f"overwrite the weights it starts from", hint="give this run its own --checkpoint folder")
     try:
-        meta = json.loads((path.parent / "checkpoint.json").read_text())
+        meta = json.loads(Checkpoint(path.parent, run="").meta_path.read_text())  # whichever run wrote it
     except (OSError, ValueError):
         meta = {}
     meta = meta if isinstance(meta, dict) else {}

@@ -167,6 +167,10 @@ class Checkpoint:
     def meta_path(self) -> Path:
         return self.folder / "checkpoint.json"
 
+    @property
+    def weights_path(self) -> Path:
+        return self.folder / "checkpoint.pt"
+
     def save(self, step: int, module: Any, optimizer: Any, torch: Any, schedule: Any = None, **extra: Any) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tensors = self.folder / "checkpoint.pt.tmp"
@@ -175,7 +179,7 @@ class Checkpoint:
         if schedule is not None:
             state["schedule"] = schedule.state_dict()
         torch.save(state, tensors)
-        os.replace(tensors, self.folder / "checkpoint.pt")
+        os.replace(tensors, self.weights_path)
         meta = self.folder / "checkpoint.json.tmp"
         meta.write_text(json.dumps({"step": step, "run": self.run, "stage": self.stage, **self.extra, **extra},
                                    indent=1))
@@ -206,7 +210,7 @@ class Checkpoint:
         if meta is None:
             return 0
         try:
-            state = torch.load(self.folder / "checkpoint.pt", map_location="cpu", weights_only=True)
+            state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
             module.load_state_dict(state["module"])
             optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
