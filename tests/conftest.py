@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,15 @@ from hasten.runtime.registry import gpu_present
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Examples are exported/trained into a fresh cache, as on a new machine."""
     os.environ["HASTEN_CACHE"] = str(tmp_path_factory.mktemp("hasten-cache"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Outputs written to a temporary folder when no path is given (`prune`, `quantize`, ...) land
+    under pytest's own folder, which pytest clears, instead of piling up in the machine's /tmp."""
+    folder = str(tmp_path_factory.mktemp("tmp"))
+    tempfile.tempdir = folder
+    os.environ["TMPDIR"] = folder  # and the servers and CLIs that tests start as processes
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
