@@ -109,6 +109,7 @@ def bench(
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="Allow a GPU/OpenVINO backend to fall back to CPU instead of failing."),
     graph_opt: str = typer.Option("all", "--graph-opt", help="ONNX Runtime graph optimisation level: disable, basic, extended, all."),
     ort_disable: str = typer.Option("", "--ort-disable", help="ONNX Runtime fusions to turn off, comma-separated (e.g. SkipLayerNormFusion): each ORT backend is measured with and without them, interleaved; `hasten profile` says when one is slow."),
+    keep_float: list[str] = typer.Option([], "--keep-float", help="Keep this ONNX node in float, repeatable (e.g. a MatMul that INT8 hurts most; names as in a result's manifest). The fallback adds more only if the budget needs them."),
     dynamic_quant_group: int = typer.Option(0, "--dynamic-quant-group", help="OpenVINO backends: also measure them with the MatMuls still in float run as dynamic INT8 (activations quantized per N values, e.g. 128), interleaved with the plain run."),
 ) -> None:
     """Benchmark a model: latency percentiles and throughput per batch size, cold start apart."""
@@ -206,6 +207,7 @@ def quantize(
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for both models."),
     steps: int = typer.Option(200, "--steps", help="qat: fine-tuning steps."),
     smooth_quant_alpha: Optional[float] = typer.Option(None, "--sq-alpha", help="nncf: SmoothQuant strength for transformer MatMuls, 0..1 (-1: off) \\[default: NNCF's 0.95]."),
+    keep_float: list[str] = typer.Option([], "--keep-float", help="Keep this ONNX node in float, repeatable (e.g. a MatMul that INT8 hurts most; names as in a result's manifest). The fallback adds more only if the budget needs them."),
     dynamic_quant_group: int = typer.Option(0, "--dynamic-quant-group", help="OpenVINO backends: run the MatMuls left in float as INT8 anyway (weights INT8 at load, activations quantized at run time per N values, e.g. 128); the fallback then trades static for dynamic INT8 instead of float. 0: off."),
     no_fallback: bool = typer.Option(False, "--no-fallback", help="Do not put sensitive nodes back in float when the budget is missed."),
     keep_if_slower: bool = typer.Option(False, "--keep-if-slower", help="Write the result even if it is not faster than FP32."),
@@ -230,6 +232,8 @@ def quantize(
         if method != "nncf":
             raise HastenError("--sq-alpha applies to --method nncf only", hint="drop --sq-alpha or use --method nncf")
         fields["smooth_quant_alpha"] = smooth_quant_alpha
+    if keep_float:
+        fields["nodes_to_exclude"] = list(keep_float)
     qconfig = config_from_dict(fields)
     m = _load(model)
     dataset, seq_len = _data_for(m, data, seq_len)

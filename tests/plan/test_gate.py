@@ -56,6 +56,15 @@ def test_excluded_nodes_stay_float(tmp_path: Path) -> None:
     assert man["float_nodes"] == [first] and first not in man["quantized_nodes"]
 
 
+def test_a_node_to_keep_in_float_that_is_not_in_the_graph_is_refused(tmp_path: Path) -> None:
+    """The quantizers would skip an unknown name silently and quantize the node the user meant."""
+    model = mlp(tmp_path)
+    with pytest.raises(HastenError, match=r"not in the graph being quantized: /2/Gem \(close: /2/Gemm") as err:
+        quantize(model, DynamicInt8(nodes_to_exclude=("/2/Gem",)), data(), tmp_path / "q.onnx")
+    assert "manifest lists its names" in err.value.hint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.onnx"]  # no result, no prepared graph left
+
+
 def _activation_scales(path: Path) -> list[float]:
     import onnx
     from onnx import numpy_helper
@@ -195,6 +204,21 @@ def test_cli_quantize(tmp_path: Path) -> None:
     assert out.exists() and json.loads((tmp_path / "r.json").read_text())["accepted"] is True
     bad = CliRunner().invoke(app, ["quantize", str(model.path), "--method", "static", "-o", str(out)])
     assert bad.exit_code != 0 and "needs calibration data" in str(bad.exception)
+
+
+def test_cli_keep_float(tmp_path: Path) -> None:
+    model = mlp(tmp_path)
+    data().save_npz(tmp_path / "d.npz")
+    out = tmp_path / "q.onnx"
+    res = CliRunner().invoke(app, ["quantize", str(model.path), "--method", "dynamic", "--data", str(tmp_path / "d.npz"),
+                                   "--keep-float", "/2/Gemm", "--budget", "50%", "--batch-sizes", "32",
+                                   "--time-budget-s", "0.2", "--keep-if-slower", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    man = json.loads(out.with_suffix(".manifest.json").read_text())
+    assert man["float_nodes"] == ["/2/Gemm"] and man["config"]["nodes_to_exclude"] == ["/2/Gemm"]
+    bad = CliRunner().invoke(app, ["quantize", str(model.path), "--method", "dynamic", "--keep-float", "/2/gemm",
+                                   "-o", str(tmp_path / "x.onnx")])
+    assert bad.exit_code != 0 and "not in the graph being quantized: /2/gemm (close: /2/Gemm" in str(bad.exception)
 
 
 def test_cli_require_and_bad_flags(tmp_path: Path) -> None:

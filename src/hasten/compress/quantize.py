@@ -53,6 +53,12 @@ def quantize(model: Model, config: QuantConfig, data: Any = None, out: str | Pat
     start = time.perf_counter()
     # the graph the quantizer sees (the manifest's node names refer to it)
     graph_in, prep = prepare_for_ort(model, config.method, out.with_suffix(".prepared.onnx"))
+    try:
+        _check_excluded(graph_in, config)
+    except HastenError:
+        if graph_in is not model:
+            graph_in.path.unlink(missing_ok=True)
+        raise
     facts = {**prep, **handler(graph_in, config, data, out)}
     manifest = manifest_for(graph_in, out, config, facts, time.perf_counter() - start, source=model)
     if graph_in is not model:  # the fused, pre-processed intermediate: its node names live on in the manifest
@@ -60,6 +66,26 @@ def quantize(model: Model, config: QuantConfig, data: Any = None, out: str | Pat
         manifest["quantized_graph"] = "the source after ONNX Runtime's transformer fusion and pre-processing"
     out.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=2))
     return _derived(model, out, manifest)
+
+
+def _check_excluded(graph: Model, config: QuantConfig) -> None:
+    """Every node asked to stay in float must be in the graph the quantizer sees: the quantizers
+    skip an unknown name silently, and the user would get an INT8 node they asked to keep."""
+    if not config.nodes_to_exclude or config.method == "qat":  # qat works on the torch module
+        return
+    import onnx
+
+    names = {n.name for n in onnx.load(str(graph.path), load_external_data=False).graph.node}
+    missing = [n for n in config.nodes_to_exclude if n not in names and f"{n}_MatMul" not in names]
+    if missing:
+        import difflib
+
+        near = difflib.get_close_matches(missing[0], sorted(names), n=3, cutoff=0.5)
+        raise HastenError(
+            f"node(s) to keep in float are not in the graph being quantized: {', '.join(missing)}"
+            + (f" (close: {', '.join(near)})" if near else ""),
+            hint="use ONNX node names of that graph; for dynamic/static it is the source after ONNX Runtime's "
+                 "transformer fusion: a quantized result's manifest lists its names (quantized_nodes, float_nodes)")
 
 
 def _derived(model: Model, path: Path, manifest: dict[str, Any]) -> Model:
