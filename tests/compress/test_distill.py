@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import hasten
+from hasten.compress import DynamicInt8, quantize
 from hasten.compress.distill import DistillConfig, distill
 from hasten.compress.distill_losses import HiddenMatch, kd_loss
 from hasten.compress.students import keep_indices, parse_student
@@ -311,6 +312,32 @@ def test_unlabeled_text_gets_spans_and_a_frozen_table_by_default(tmp_path: Path)
     man = student.info.extra["manifest"]
     assert man["augment_spans"] == 2 and man["frozen_embeddings"] is True
     assert man["training"]["data"]["name"] == "t+2-spans" and 24 < man["training"]["data"]["examples"] <= 72
+    # the student file, loaded on its own, takes text with the teacher's tokenizer; so does its INT8 copy
+    alone = hasten.load_model(tmp_path / "s.onnx")
+    assert alone.text_encoder is not None and man["text_encoder"]["inputs"] == [s.name for s in teacher.inputs]
+    assert np.array_equal(alone.text_encoder.encode(texts[:3])["input_ids"], teacher.text_encoder.encode(texts[:3])["input_ids"])
+    q = quantize(alone, DynamicInt8(), None, tmp_path / "q.onnx")
+    assert hasten.load_model(q.path).text_encoder is not None and len(hasten.load_dataset("everyday", q)) > 1000
+
+
+def test_a_tokenizer_named_by_a_manifest_is_used_only_when_it_fits(tmp_path: Path, caplog) -> None:
+    from tests.conftest import make_linear_onnx
+
+    make_linear_onnx(tmp_path / "m.onnx")  # one input, "x"
+    manifest = tmp_path / "m.manifest.json"
+    assert hasten.load_model(tmp_path / "m.onnx").text_encoder is None  # no manifest
+    manifest.write_text("[1, 2]")
+    assert hasten.load_model(tmp_path / "m.onnx").text_encoder is None  # not one of ours
+    manifest.write_text(json.dumps({"text_encoder": {"tokenizer": str(tmp_path / "gone.json"), "max_length": 8,
+                                                     "inputs": ["x"]}}))
+    with caplog.at_level("WARNING"):
+        assert hasten.load_model(tmp_path / "m.onnx").text_encoder is None
+    assert "gone.json, which cannot be read" in caplog.text and "pass a .npz" in caplog.text
+    manifest.write_text(json.dumps({"text_encoder": {"tokenizer": str(tmp_path / "gone.json"), "max_length": 8,
+                                                     "inputs": ["input_ids", "attention_mask"]}}))
+    with caplog.at_level("WARNING"):
+        assert hasten.load_model(tmp_path / "m.onnx").text_encoder is None
+    assert "not this model's ['x']" in caplog.text
 
 
 @pytest.mark.gpu

@@ -60,6 +60,7 @@ def export_derived(source: Model, module: Any, out: Path, method: str, config: d
     """Export ``module`` (derived from ``source``) to ``out`` with the source's names, exporter and
     opset; write ``<out>.manifest.json``; return the new `Model` (its torch module kept)."""
     from hasten.measure.machine import versions
+    from hasten.models.text import encoder_record
     from hasten.models.torch_export import ExportConfig, export_module
 
     example = source.example_input()
@@ -85,6 +86,8 @@ def export_derived(source: Model, module: Any, out: Path, method: str, config: d
         "seconds": round(time.perf_counter() - started, 2),
         **facts,
     }
+    if (record := encoder_record(source.text_encoder)) is not None:
+        manifest["text_encoder"] = record
     out.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=2, default=_plain))
     inputs, outputs, file_facts = read_specs(out)
     info = replace(source.info, name=f"{source.name}-{name_suffix}", source=f"{method}:{source.info.source}",

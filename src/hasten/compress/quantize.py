@@ -15,6 +15,7 @@ from hasten.compress.ort_quant import prepare_for_ort
 from hasten.core import HastenError
 from hasten.models import Model
 from hasten.models.onnx_file import read_specs
+from hasten.models.text import encoder_record
 
 Handler = Callable[[Model, Any, Any, Path], dict[str, Any]]
 
@@ -61,6 +62,8 @@ def quantize(model: Model, config: QuantConfig, data: Any = None, out: str | Pat
         raise
     facts = {**prep, **handler(graph_in, config, data, out)}
     manifest = manifest_for(graph_in, out, config, facts, time.perf_counter() - start, source=model)
+    if (record := encoder_record(model.text_encoder)) is not None:
+        manifest["text_encoder"] = record  # so the file, loaded on its own, takes text as its source did
     if graph_in is not model:  # the fused, pre-processed intermediate: its node names live on in the manifest
         graph_in.path.unlink(missing_ok=True)
         manifest["quantized_graph"] = "the source after ONNX Runtime's transformer fusion and pre-processing"

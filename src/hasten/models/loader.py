@@ -54,8 +54,12 @@ def load_model(source: Any, example_input: Any = None, *, name: str | None = Non
         )
     from hasten.models.onnx_file import read_specs
 
+    from hasten.models.text import encoder_from_manifest
+
     inputs, outputs, facts = read_specs(p)
-    return Model(ModelInfo(name or p.stem, "onnx", str(p.resolve()), inputs, outputs, facts))
+    # a file hasten derived from a text model (a student, a quantized copy) names its tokenizer
+    encoder = encoder_from_manifest(p, tuple(s.name for s in inputs))
+    return Model(ModelInfo(name or p.stem, "onnx", str(p.resolve()), inputs, outputs, facts), text_encoder=encoder)
 
 
 def _from_torch(module: Any, example_input: Any, name: str | None, exporter: str,

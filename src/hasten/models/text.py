@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hasten.core import HastenError
+
+log = logging.getLogger(__name__)
 
 
 class TextEncoder:
@@ -40,3 +45,37 @@ class TextEncoder:
             types[row, :n] = enc.type_ids[:n]
         arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return {name: arrays[name] for name in self.input_names}
+
+
+def encoder_record(encoder: TextEncoder | None) -> dict[str, Any] | None:
+    """What a manifest keeps of a model's tokenizer, so a file derived from it (a distilled student,
+    a quantized copy) takes text again when loaded on its own."""
+    if encoder is None:
+        return None
+    return {"tokenizer": str(encoder.tokenizer_file.resolve()), "max_length": encoder.max_length,
+            "inputs": list(encoder.input_names)}
+
+
+def encoder_from_manifest(onnx_path: Path, input_names: tuple[str, ...]) -> TextEncoder | None:
+    """The tokenizer that ``<model>.manifest.json`` records (see `encoder_record`), if there is one
+    that fits the model's inputs; None otherwise (with a warning when it is named but unusable)."""
+    manifest = onnx_path.with_suffix(".manifest.json")
+    if not manifest.is_file():
+        return None
+    try:
+        record = json.loads(manifest.read_text()).get("text_encoder")
+    except (OSError, ValueError, AttributeError):
+        return None  # not a manifest of ours: nothing to take from it
+    if not isinstance(record, dict):
+        return None
+    tokenizer, names = Path(str(record.get("tokenizer", ""))), tuple(record.get("inputs") or ())
+    if sorted(names) != sorted(input_names):
+        log.warning("%s names a tokenizer for inputs %s, not this model's %s: not used", manifest, list(names),
+                    list(input_names))
+        return None
+    try:
+        return TextEncoder(tokenizer, int(record["max_length"]), names)
+    except Exception as exc:  # noqa: BLE001 - a missing or unreadable tokenizer: say so, load the model anyway
+        log.warning("%s names the tokenizer %s, which cannot be read (%s): text data will be refused, "
+                    "pass a .npz of token arrays instead", manifest, tokenizer, exc)
+        return None
