@@ -109,7 +109,6 @@ def bench(
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="Allow a GPU/OpenVINO backend to fall back to CPU instead of failing."),
     graph_opt: str = typer.Option("all", "--graph-opt", help="ONNX Runtime graph optimisation level: disable, basic, extended, all."),
     ort_disable: str = typer.Option("", "--ort-disable", help="ONNX Runtime fusions to turn off, comma-separated (e.g. SkipLayerNormFusion): each ORT backend is measured with and without them, interleaved; `hasten profile` says when one is slow."),
-    keep_float: list[str] = typer.Option([], "--keep-float", help="Keep this ONNX node in float, repeatable (e.g. a MatMul that INT8 hurts most; names as in a result's manifest). The fallback adds more only if the budget needs them."),
     dynamic_quant_group: int = typer.Option(0, "--dynamic-quant-group", help="OpenVINO backends: also measure them with the MatMuls still in float run as dynamic INT8 (activations quantized per N values, e.g. 128), interleaved with the plain run."),
 ) -> None:
     """Benchmark a model: latency percentiles and throughput per batch size, cold start apart."""

@@ -53,7 +53,6 @@ def load_model(source: Any, example_input: Any = None, *, name: str | None = Non
             hint="built-in examples: " + ", ".join(EXAMPLES) + "; or pass a path to an .onnx file",
         )
     from hasten.models.onnx_file import read_specs
-
     from hasten.models.text import encoder_from_manifest
 
     inputs, outputs, facts = read_specs(p)
