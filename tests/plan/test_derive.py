@@ -53,6 +53,19 @@ def test_unstructured_pruning_says_plainly_that_it_is_not_faster(tmp_path: Path)
         assert result.exit_code == 0 and out.exists()
 
 
+def test_a_refused_student_leaves_no_working_copy_behind(tmp_path: Path, monkeypatch) -> None:
+    """'nothing was written' holds for the temporary folder too (a minilm student is ~70 MB)."""
+    import tempfile
+
+    (tmp_path / "t").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "t"))
+    out = tmp_path / "student.onnx"
+    result = runner.invoke(app, ["distill", "digits-cnn", "--student", "width=0.5", "--steps", "1", "--budget", "0.1pt",
+                                 "-o", str(out), *FAST])
+    assert result.exit_code == 3 and "refused: quality" in result.output and "nothing was written" in result.output
+    assert not out.exists() and not list((tmp_path / "t").glob("hasten-derive-*"))
+
+
 def _refused(args: list[str], *messages: str) -> None:
     """The CLI raises a HastenError (main() prints it and exits 2) naming the problem."""
     result = runner.invoke(app, args)
