@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 import hasten  # noqa: E402
@@ -32,6 +30,7 @@ from hasten.compress import NncfInt8, quantize  # noqa: E402
 from hasten.models import training_dataset  # noqa: E402
 from hasten.runtime import BackendConfig  # noqa: E402
 from hasten.verify import collect_outputs  # noqa: E402
+from hasten.verify.metrics import cosine  # noqa: E402
 
 KINDS = {"Q, K, V": r"/attention/self/(query|key|value)/MatMul$", "attention output": r"/attention/output/dense/MatMul$",
          "FFN input": r"/intermediate/dense/MatMul$", "FFN output": r"/layer\.\d+/output/dense/MatMul$"}
@@ -80,8 +79,7 @@ def main() -> None:
         r = hasten.compile(model, backend, config)
         out = {}
         for k, d in sets.items():
-            got, ref = collect_outputs(r, d), refs[k]
-            out[k] = float(np.mean(np.sum(got * ref, 1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))))
+            out[k] = float(cosine(collect_outputs(r, d), refs[k]).mean())
         return out
 
     rows = [{"float": "everything (FP32 student)", "nodes": [], **cosines(student, "ort-cpu")}]

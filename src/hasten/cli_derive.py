@@ -185,7 +185,7 @@ def _finish(result: Any, out: Path, json_out: Path | None, keep_if_slower: bool)
 
         json_out.write_text(json.dumps(result.to_dict(), indent=2, default=str))
     if not result.accepted:
-        _drop_working_copy(result, out)
+        result.discard_candidate()  # 'nothing was written': not even in /tmp
         stderr_console().print(f"[bold red]refused:[/] {result.refused}", highlight=False, soft_wrap=True)
         speed_only = result.refused.startswith("speed")
         stderr_console().print("  nothing was written" + (
@@ -194,16 +194,3 @@ def _finish(result: Any, out: Path, json_out: Path | None, keep_if_slower: bool)
             highlight=False, soft_wrap=True)
         raise typer.Exit(3)
     stderr_console().print(f"wrote {out} and {out.with_suffix('.manifest.json')}", highlight=False)
-
-
-def _drop_working_copy(result: Any, out: Path) -> None:
-    """A refused candidate stays in its temporary folder for API callers to look at; the CLI says
-    nothing was written, so it removes that folder (never ``out``'s)."""
-    candidate = getattr(result, "candidate", None)
-    if candidate is None:
-        return
-    folder = Path(candidate.path).resolve().parent
-    if folder.name.startswith("hasten-derive-") and folder != out.resolve().parent:
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)

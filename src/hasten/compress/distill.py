@@ -72,8 +72,8 @@ class DistillConfig:
     folder, or the ``checkpoint.pt`` in it) whose student weights this one starts from instead of
     the teacher's, with a fresh optimizer and learning-rate schedule: a finished student trained
     further (a warm restart; the same teacher and ``student`` spec, so the shapes fit). Read with
-    ``weights_only``: a checkpoint can never run code. minilm, 3 blocks, on the CPU: the
-    10,000-step student (0.9454) restarted four times (5,000, 6,000, 2,400, 3,600 steps) reached 0.9504."""
+    ``weights_only``: a checkpoint can never run code (what restarts gained on minilm:
+    BENCHMARKS.md)."""
 
     student: str = "layers=3"
     steps: int = 1000
@@ -270,7 +270,7 @@ def init_weights(spec: str | Path) -> Path:
     """The ``checkpoint.pt`` that ``init`` names (the file, or the checkpoint folder holding it)."""
     path = Path(spec)
     if path.is_dir():
-        path = Checkpoint(path, run="").weights_path  # a folder: the file a run's checkpoints write
+        path = path / Checkpoint.WEIGHTS  # a folder: the file a run's checkpoints write
     if not path.is_file():
         raise HastenError(f"init: no checkpoint at {spec} (a distillation's --checkpoint folder, or the "
                           f"checkpoint.pt in it)", hint="pass the --checkpoint folder of an earlier run of the same student")
@@ -288,7 +288,7 @@ def _init_facts(config: DistillConfig, checkpoint: str | Path | None) -> dict[st
         raise HastenError(f"init and checkpoint are the same folder ({path.parent}): this run's checkpoints would "
                           f"overwrite the weights it starts from", hint="give this run its own --checkpoint folder")
     try:
-        meta = json.loads(Checkpoint(path.parent, run="").meta_path.read_text())  # whichever run wrote it
+        meta = json.loads((path.parent / Checkpoint.META).read_text())  # whichever run wrote it
     except (OSError, ValueError):
         meta = {}
     meta = meta if isinstance(meta, dict) else {}

@@ -79,7 +79,7 @@ def _check_excluded(graph: Model, config: QuantConfig) -> None:
     import onnx
 
     names = {n.name for n in onnx.load(str(graph.path), load_external_data=False).graph.node}
-    missing = [n for n in config.nodes_to_exclude if n not in names and f"{n}_MatMul" not in names]
+    missing = [n for n in config.nodes_to_exclude if n not in names]
     if missing:
         import difflib
 

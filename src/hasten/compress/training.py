@@ -156,6 +156,8 @@ class Checkpoint:
     ``stage`` names a part of a multi-stage run (e.g. a pruning phase) whose weights have their
     own shapes; a checkpoint of another stage of the same run is not restored into this one."""
 
+    WEIGHTS, META = "checkpoint.pt", "checkpoint.json"  # file names inside the folder
+
     def __init__(self, folder: str | Path, run: str, stage: str = "", extra: dict[str, Any] | None = None) -> None:
         self.folder, self.run, self.stage = Path(folder), run, stage
         self.extra: dict[str, Any] = dict(extra or {})
@@ -165,22 +167,22 @@ class Checkpoint:
 
     @property
     def meta_path(self) -> Path:
-        return self.folder / "checkpoint.json"
+        return self.folder / self.META
 
     @property
     def weights_path(self) -> Path:
-        return self.folder / "checkpoint.pt"
+        return self.folder / self.WEIGHTS
 
     def save(self, step: int, module: Any, optimizer: Any, torch: Any, schedule: Any = None, **extra: Any) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tensors = self.folder / "checkpoint.pt.tmp"
+        tensors = self.weights_path.with_name(self.WEIGHTS + ".tmp")
         state = {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
                  "rng": torch.get_rng_state()}  # dropout continues as if never stopped
         if schedule is not None:
             state["schedule"] = schedule.state_dict()
         torch.save(state, tensors)
         os.replace(tensors, self.weights_path)
-        meta = self.folder / "checkpoint.json.tmp"
+        meta = self.meta_path.with_name(self.META + ".tmp")
         meta.write_text(json.dumps({"step": step, "run": self.run, "stage": self.stage, **self.extra, **extra},
                                    indent=1))
         os.replace(meta, self.meta_path)

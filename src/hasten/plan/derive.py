@@ -28,9 +28,19 @@ class DerivedResult(GateResult):
 
     source: Model | None = None
     candidate: Model | None = None
+    workdir: Path | None = None  # the temporary folder a refused candidate was left in
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "kind": self.manifest.get("method")}
+
+    def discard_candidate(self) -> None:
+        """Remove the temporary folder a refused candidate was kept in (the CLI, which says that
+        nothing was written, does; API callers may look at the candidate first)."""
+        if self.workdir is not None:
+            import shutil
+
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir, self.candidate = None, None
 
 
 def prune_under_budget(model: Model, config: Any, train: Dataset | None, evaluation: Dataset,
@@ -83,17 +93,20 @@ def _gated(model: Model, make: Callable[[Any, Path], Model], evaluation: Dataset
     runner = compile(variant, backend, bcfg)  # judged and timed: compiled once
     quality, verdict = judge.judge(judge.outputs(runner))
     result = DerivedResult(False, None, backend, judge.base_quality, quality, verdict, None, manifest,
-                           split={"evaluation": len(evaluation)}, source=model, candidate=variant)
+                           split={"evaluation": len(evaluation)}, source=model, candidate=variant,
+                           workdir=tmp.parent)
     if not verdict.passed:
         result.refused = "quality: " + verdict.message
         return result
     result = guard_and_save(result, baseline, runner, variant, evaluation, gate, out, "the source model",
                             lambda guard: _why_not_faster(manifest, guard))
-    if result.model is not None and Path(result.model.path).resolve() != tmp.resolve():
-        import shutil
+    if result.model is not None:  # saved: no refused candidate is left to discard
+        result.workdir = None
+        if Path(result.model.path).resolve() != tmp.resolve():
+            import shutil
 
-        shutil.rmtree(tmp.parent, ignore_errors=True)  # written to `out`: the working copy goes (a refused
-        result.candidate = result.model                # candidate stays, for the caller to look at)
+            shutil.rmtree(tmp.parent, ignore_errors=True)  # written to `out`: the working copy goes (a refused
+            result.candidate = result.model                # candidate stays, for the caller to look at)
     return result
 
 
