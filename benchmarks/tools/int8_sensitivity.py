@@ -98,7 +98,8 @@ def main() -> None:
     print("|---|---:|" + "---:|" * (len(cols) + 1))
     for r in rows:
         loss = rows[0]["training text"] - r["training text"]
-        print(f"| {r['float']} | {len(r['nodes'])} | " + " | ".join(f"{r[c]:.5f}" for c in cols) + f" | {loss:+.5f} |")
+        count = "all" if r is rows[0] else len(r["nodes"])  # the FP32 student: every MatMul in float
+        print(f"| {r['float']} | {count} | " + " | ".join(f"{r[c]:.5f}" for c in cols) + f" | {loss:+.5f} |")
     args.out.write_text(json.dumps({"student": str(args.student), "alpha": args.alpha, "calibration": args.calibration,
                                     "validation": [args.val_from, args.val_from + args.val_size], "rows": rows}, indent=1))
     print(f"wrote {args.out}", file=sys.stderr)
